@@ -1,0 +1,1 @@
+"""Video data: episode sources, the grain frame-window loader and dataset tooling."""
