@@ -1,0 +1,42 @@
+"""ST-ViViT VQ-VAE video tokenizer.
+
+Run:
+  genie-jax train --config=experiments/configs/tokenizer.py:size=tiny --workdir=runs/tok
+Sizes:
+  tiny     32x32 procedural video, width 128, 2+2 layers: a CPU run in minutes
+  coinrun  64x64, patch 4, width 512, 8+8 layers, 1024 codes of dim 32 (Genie's CoinRun study)
+"""
+import ml_collections
+
+from experiments.configs.base import get_base, parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    knobs = parse_arg(arg, size="tiny")
+    c = get_base()
+    c.stage = "tokenizer"
+    c.model = ml_collections.ConfigDict(dict(
+        image_size=(32, 32), channels=3, patch_size=4, width=128, depth=2, decoder_depth=2,
+        num_heads=4, mlp_ratio=4.0, dropout=0.0, num_codes=1024, code_dim=32, commitment=0.25,
+        max_frames=16, dtype="float32", param_dtype="float32", remat=False,
+        attention_impl=ml_collections.FieldReference(None, field_type=str)))
+    c.loss = ml_collections.ConfigDict(dict(vq_weight=1.0, restart_dead_after=100))
+    size = knobs["size"]
+    if size == "tiny":
+        c.data.resolution = 32
+        c.data.num_frames = 4
+        c.data.batch_size = 16
+        c.train.steps = 3000
+    elif size == "coinrun":
+        c.data.resolution = 64
+        c.data.num_frames = 16
+        c.data.batch_size = 48
+        c.model.update(image_size=(64, 64), width=512, depth=8, decoder_depth=8, num_heads=8)
+        c.optim.lr = 3e-4
+        c.train.steps = 100_000
+        c.train.eval_every = 2000
+        c.checkpoint.every = 2000
+    else:
+        raise ValueError(f"unknown size {size!r} (tiny, coinrun)")
+    c.model.image_size = (c.data.resolution, c.data.resolution)
+    return c

@@ -1,0 +1,42 @@
+"""`genie-jax` command line (also `python -m genie_jax`).
+
+  genie-jax train --config=experiments/configs/tokenizer.py:size=tiny --workdir=runs/tok \
+      [--config.train.steps=500 ...] [--coordinator_address=host:port --num_processes=N --process_id=I]
+  genie-jax data ...     (dataset tooling; see `genie-jax data --help`)
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: genie-jax COMMAND [flags]
+
+commands:
+  train   train the stage named by --config (resumes from --workdir)
+  data    convert videos / generate game datasets (genie-jax data --help)
+"""
+
+
+def _fail(msg: str, code: int = 2):
+    print(f"genie-jax: error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0 if len(argv) >= 2 else 2)
+    command, rest = argv[1], argv[2:]
+    if command == "data":
+        from genie_jax.data.cli import main as data_main
+        sys.exit(data_main(rest))
+    if command == "train":
+        from genie_jax.commands import train_cmd
+        train_cmd.run([argv[0]] + rest)
+        return
+    _fail(f"unknown command {command!r}\n{USAGE}")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""absl entry points behind `genie-jax COMMAND`."""

@@ -1,0 +1,63 @@
+"""Flags and set-up shared by the absl commands: config loading, multi-host init, errors."""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags
+
+from genie_jax.errors import UserError
+
+_COORD = flags.DEFINE_string("coordinator_address", None,
+                             "host:port of process 0 for multi-process runs "
+                             "(or env GENIE_COORDINATOR_ADDRESS).")
+_NPROC = flags.DEFINE_integer("num_processes", None,
+                              "number of JAX processes (or env GENIE_NUM_PROCESSES).")
+_PID = flags.DEFINE_integer("process_id", None, "this process's index (or env GENIE_PROCESS_ID).")
+
+
+def init_distributed() -> None:
+    """Start jax.distributed when a coordinator is given by flag or environment."""
+    coord = _COORD.value or os.environ.get("GENIE_COORDINATOR_ADDRESS")
+    nproc = _NPROC.value or _env_int("GENIE_NUM_PROCESSES")
+    pid = _PID.value if _PID.value is not None else _env_int("GENIE_PROCESS_ID")
+    if not coord:
+        return
+    if nproc is None or pid is None:
+        raise UserError("--coordinator_address needs --num_processes and --process_id "
+                        "(or GENIE_NUM_PROCESSES / GENIE_PROCESS_ID)")
+    import jax
+    jax.distributed.initialize(coordinator_address=coord, num_processes=nproc, process_id=pid)
+
+
+def _env_int(name: str):
+    v = os.environ.get(name)
+    return int(v) if v not in (None, "") else None
+
+
+def add_config_package_root(argv: list[str]) -> None:
+    """Config files import their base (`from experiments.configs.base import ...`): put the
+    folder holding the config's top-level package on sys.path, wherever we are run from."""
+    for a in argv:
+        if a.startswith("--config="):
+            path = os.path.abspath(a.split("=", 1)[1].split(":", 1)[0])
+            root = os.path.dirname(path)
+            while os.path.exists(os.path.join(root, "__init__.py")):
+                root = os.path.dirname(root)
+            if root not in sys.path:
+                sys.path.insert(0, root)
+
+
+def parse_flags_or_die(argv: list[str]) -> list[str]:
+    """absl flag parsing whose errors (e.g. a config key that does not exist) are one line."""
+    add_config_package_root(argv)
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        msg = str(e).strip().splitlines()
+        print(f"genie-jax: error: {' '.join(msg)[:600]}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - a config file that fails to load or parse
+        print(f"genie-jax: error: could not load the config ({type(e).__name__}: {e})",
+              file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -1,0 +1,134 @@
+"""Spatiotemporal transformer: spatial attention within a frame, causal attention across frames.
+
+Each block is pre-norm: x += SpatialAttn(LN(x)); x += CausalTemporalAttn(LN(x)); x += MLP(LN(x)).
+Attention goes through jax.nn.dot_product_attention so the backend can pick a fused kernel
+(`attention_impl`: None lets XLA choose, 'cudnn' asks for cuDNN flash attention on GPU).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Dtype = Any
+
+_KERNEL_INIT = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+def _ln(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
+    return nn.LayerNorm(dtype=dtype, param_dtype=param_dtype, name=name,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+class Attention(nn.Module):
+    num_heads: int
+    causal: bool = False
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x_BLD: jax.Array, deterministic: bool) -> jax.Array:
+        D = x_BLD.shape[-1]
+        if D % self.num_heads:
+            raise ValueError(f"model width {D} is not divisible by num_heads {self.num_heads}")
+        E = D // self.num_heads
+        pdt = self.param_dtype
+        w_qkv = self.param("qkv_kernel", nn.with_logical_partitioning(
+            _KERNEL_INIT, (None, "embed", "heads", "kv")), (3, D, self.num_heads, E), pdt)
+        b_qkv = self.param("qkv_bias", nn.with_logical_partitioning(
+            nn.initializers.zeros, (None, "heads", "kv")), (3, self.num_heads, E), pdt)
+        qkv_3BLKE = jnp.einsum("bld,sdke->sblke", x_BLD.astype(self.dtype),
+                               w_qkv.astype(self.dtype)) + b_qkv[:, None, None].astype(self.dtype)
+        names = ("act_batch", None, "act_heads", "act_kv")
+        q_BLKE, k_BLKE, v_BLKE = (nn.with_logical_constraint(a, names) for a in qkv_3BLKE)
+        out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_BLKE, v_BLKE, is_causal=self.causal,
+                                                implementation=self.attention_impl)
+        w_out = self.param("out_kernel", nn.with_logical_partitioning(
+            nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
+                                             out_axis=2),
+            ("heads", "kv", "embed")), (self.num_heads, E, D), pdt)
+        b_out = self.param("out_bias", nn.with_logical_partitioning(
+            nn.initializers.zeros, ("embed",)), (D,), pdt)
+        out_BLD = jnp.einsum("blke,ked->bld", out_BLKE, w_out.astype(self.dtype)) + \
+            b_out.astype(self.dtype)
+        return nn.Dropout(self.dropout)(out_BLD, deterministic=deterministic)
+
+
+class Mlp(nn.Module):
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BTND: jax.Array, deterministic: bool) -> jax.Array:
+        D = x_BTND.shape[-1]
+        F = int(D * self.mlp_ratio)
+        h = nn.Dense(F, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1",
+                     kernel_init=nn.with_logical_partitioning(_KERNEL_INIT, ("embed", "mlp")),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x_BTND)
+        h = nn.with_logical_constraint(nn.gelu(h), ("act_batch", "act_frame", "act_patch", "act_mlp"))
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        out = nn.Dense(D, dtype=self.dtype, param_dtype=self.param_dtype, name="fc2",
+                       kernel_init=nn.with_logical_partitioning(_KERNEL_INIT, ("mlp", "embed")),
+                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h)
+        return nn.Dropout(self.dropout)(out, deterministic=deterministic)
+
+
+_ACT = ("act_batch", "act_frame", "act_patch", "act_embed")
+
+
+class STBlock(nn.Module):
+    num_heads: int
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x_BTND: jax.Array, deterministic: bool = True) -> jax.Array:
+        B, T, N, D = x_BTND.shape
+        kw = dict(num_heads=self.num_heads, dropout=self.dropout, dtype=self.dtype,
+                  param_dtype=self.param_dtype, attention_impl=self.attention_impl)
+        # Spatial: every patch attends to every patch of its own frame.
+        h = _ln("ln_space", self.dtype, self.param_dtype)(x_BTND).reshape(B * T, N, D)
+        h = Attention(causal=False, name="space_attn", **kw)(h, deterministic)
+        x_BTND = nn.with_logical_constraint(x_BTND + h.reshape(B, T, N, D), _ACT)
+        # Temporal: each patch position attends to itself in the current and earlier frames only.
+        h = _ln("ln_time", self.dtype, self.param_dtype)(x_BTND)
+        h = h.transpose(0, 2, 1, 3).reshape(B * N, T, D)
+        h = Attention(causal=True, name="time_attn", **kw)(h, deterministic)
+        x_BTND = nn.with_logical_constraint(
+            x_BTND + h.reshape(B, N, T, D).transpose(0, 2, 1, 3), _ACT)
+        h = _ln("ln_mlp", self.dtype, self.param_dtype)(x_BTND)
+        h = Mlp(self.mlp_ratio, self.dropout, self.dtype, self.param_dtype, name="mlp")(
+            h, deterministic)
+        return nn.with_logical_constraint(x_BTND + h, _ACT)
+
+
+class STTransformer(nn.Module):
+    """A stack of STBlocks with a final LayerNorm. Input and output are [B, T, N, D]."""
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x_BTND: jax.Array, deterministic: bool = True) -> jax.Array:
+        block_cls = nn.remat(STBlock, static_argnums=(2,)) if self.remat else STBlock
+        x_BTND = nn.with_logical_constraint(x_BTND.astype(self.dtype), _ACT)
+        for i in range(self.depth):
+            x_BTND = block_cls(self.num_heads, self.mlp_ratio, self.dropout, self.dtype,
+                               self.param_dtype, self.attention_impl, name=f"block{i}")(
+                x_BTND, deterministic)
+        return _ln("ln_out", self.dtype, self.param_dtype)(x_BTND)

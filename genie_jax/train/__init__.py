@@ -1,0 +1,1 @@
+"""The one training engine shared by every stage."""
