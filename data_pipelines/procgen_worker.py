@@ -1,0 +1,71 @@
+"""Record procgen episodes with true actions (runs inside the isolated procgen venv).
+
+procgen-mirror pins numpy<2, so genie_jax runs this script with the interpreter of its own venv
+(see genie_jax/data/games.py) and reads back one .npz per episode:
+  frames uint8 [T, 64, 64, 3], actions int32 [T] (action taken after frame t), seed, terminated.
+
+Episode boundaries: procgen resets by itself, so the observation after a terminating action is
+the first frame of the *next* episode. We stop there and do not record it: a terminated episode
+has T frames and T actions, and its last action leads to no recorded frame. An episode cut by
+--length also records T frames and T actions (the last action is the one the policy chose next).
+
+Each episode is its own level: start_level=seed, num_levels=1, rand_seed=seed, and the sticky
+random policy is seeded with the same seed, so every episode is reproducible from its seed.
+Only numpy and procgen are imported here.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def record(env_name: str, seed: int, length: int, sticky: float, distribution_mode: str):
+    from procgen import ProcgenGym3Env
+    env = ProcgenGym3Env(num=1, env_name=env_name, start_level=seed, num_levels=1,
+                         rand_seed=seed, distribution_mode=distribution_mode)
+    n_actions = env.ac_space.eval_shape[0] if hasattr(env.ac_space, "eval_shape") else None
+    n_actions = n_actions or len(env.get_combos())
+    rng = np.random.default_rng(seed)
+    frames, actions = [], []
+    a = int(rng.integers(n_actions))
+    terminated = False
+    for t in range(length):
+        _, obs, first = env.observe()
+        if t > 0 and first[0]:
+            terminated = True  # this frame belongs to the next episode
+            break
+        frames.append(obs["rgb"][0].copy())
+        if rng.random() >= sticky:
+            a = int(rng.integers(n_actions))
+        actions.append(a)
+        env.act(np.array([a]))
+    env.close() if hasattr(env, "close") else None
+    return np.stack(frames).astype(np.uint8), np.array(actions, np.int32), terminated, n_actions
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--env", default="coinrun")
+    p.add_argument("--seeds", required=True, help="comma-separated episode seeds")
+    p.add_argument("--length", type=int, default=1000)
+    p.add_argument("--sticky", type=float, default=0.5)
+    p.add_argument("--distribution-mode", default="hard")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    for seed in [int(s) for s in args.seeds.split(",") if s]:
+        frames, actions, terminated, n_actions = record(
+            args.env, seed, args.length, args.sticky, args.distribution_mode)
+        path = os.path.join(args.out, f"{args.env}-{seed}.npz")
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, frames=frames, actions=actions, seed=seed, terminated=terminated,
+                 num_actions=n_actions)
+        os.replace(tmp, path)
+        print(json.dumps(dict(seed=seed, frames=len(frames), terminated=terminated)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
