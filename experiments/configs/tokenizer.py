@@ -4,6 +4,7 @@ Run:
   genie-jax train --config=experiments/configs/tokenizer.py:size=tiny --workdir=runs/tok
 Sizes:
   tiny     32x32 procedural video, width 128, 2+2 layers: a CPU run in minutes
+  test     16x16, width 32, one layer each side: for tests only
   coinrun  64x64, patch 4, width 512, 8+8 layers, 1024 codes of dim 32 (Genie's CoinRun study)
 """
 import ml_collections
@@ -27,6 +28,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.num_frames = 4
         c.data.batch_size = 16
         c.train.steps = 3000
+    elif size == "test":  # seconds-long runs for the test suite
+        c.data.resolution = 16
+        c.data.num_frames = 4
+        c.data.batch_size = 8
+        c.data.train_episodes = 16
+        c.data.eval_episodes = 4
+        c.data.episode_length = 16
+        c.model.update(width=32, depth=1, decoder_depth=1, num_heads=2, num_codes=64,
+                       code_dim=8, max_frames=8)
+        c.loss.restart_dead_after = 4
+        c.optim.warmup_steps = 2
+        c.train.steps = 12
+        c.train.log_every = 2
+        c.train.eval_every = 6
+        c.train.eval_batches = 1
+        c.checkpoint.every = 4
     elif size == "coinrun":
         c.data.resolution = 64
         c.data.num_frames = 16

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from genie_jax.commands.common import init_distributed, parse_flags_or_die
@@ -16,6 +16,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run folder: checkpoints, logs, 
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax/grain INFO lines drown the progress lines
     if _CONFIG.value is None or not _WORKDIR.value:
         raise UserError("train needs --config=FILE[:args] and --workdir=DIR")
     init_distributed()

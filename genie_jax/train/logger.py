@@ -9,7 +9,6 @@ import os
 import time
 
 import numpy as np
-from absl import logging
 
 
 class RunLogger:
@@ -57,7 +56,6 @@ class RunLogger:
             line = (f"step {step}/{self.total_steps}  {shown}  |  {sps:.2f} steps/s  "
                     f"{rate['frames_per_s']:.0f} frames/s  ETA {_fmt(eta)}")
             print(line, flush=True)
-            logging.info(line)
         return rate
 
     def flush(self) -> None:

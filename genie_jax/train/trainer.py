@@ -133,8 +133,8 @@ class Engine:
         return {"stage": self.stage.name, **flatten_meta(sections)}
 
 
-def build_engine(config) -> Engine:
-    mesh = make_mesh(config.mesh.shape)
+def build_engine(config, devices=None) -> Engine:
+    mesh = make_mesh(config.mesh.shape, devices)
     rules = rules_from_config(config.sharding.rules)
     stage = get_stage(config)
     tx, schedule = make_optimizer(config.optim, config.train.steps)

@@ -1,0 +1,56 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from genie_jax.models.tokenizer import Tokenizer, patchify, unpatchify
+
+
+def _model():
+    return Tokenizer(image_size=(16, 16), patch_size=4, width=32, depth=1, decoder_depth=1,
+                     num_heads=2, num_codes=32, code_dim=8, max_frames=6)
+
+
+def _vars(model, frames):
+    return nn.unbox(model.init({"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(1)},
+                               frames))
+
+
+def test_patchify_roundtrip():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 16, 12, 3))
+    p = patchify(x, 4)
+    assert p.shape == (2, 3, 12, 48)
+    np.testing.assert_array_equal(unpatchify(p, 4, 16, 12), x)
+    np.testing.assert_array_equal(p[0, 0, 1], x[0, 0, 0:4, 4:8].reshape(-1))
+
+
+def test_encode_decode_interface_and_causality():
+    model = _model()
+    frames = jax.random.randint(jax.random.PRNGKey(3), (2, 5, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    v = _vars(model, frames)
+    _, tokens, _ = model.apply(v, frames, method=Tokenizer.encode)
+    assert tokens.shape == (2, 5, 16) and tokens.dtype == jnp.int32
+    out = model.apply(v, tokens, method=Tokenizer.decode)
+    assert out.shape == (2, 5, 16, 16, 3)
+    # Tokens and decoded frames at t do not depend on frames after t.
+    frames2 = frames.at[:, 3:].set(255 - frames[:, 3:])
+    _, tokens2, _ = model.apply(v, frames2, method=Tokenizer.encode)
+    np.testing.assert_array_equal(tokens2[:, :3], tokens[:, :3])
+    recon, _, _ = model.apply(v, frames)
+    recon2, _, _ = model.apply(v, frames2)
+    np.testing.assert_allclose(recon2[:, :3], recon[:, :3], atol=1e-5)
+    out2 = model.apply(v, tokens.at[:, 4].set(0), method=Tokenizer.decode)
+    np.testing.assert_allclose(out2[:, :4], out[:, :4], atol=1e-5)
+
+
+def test_bad_frames_get_clear_errors():
+    model = _model()
+    frames = jnp.zeros((1, 2, 16, 16, 3), jnp.uint8)
+    v = _vars(model, frames)
+    with pytest.raises(ValueError, match=r"model.image_size"):
+        model.apply(v, jnp.zeros((1, 2, 8, 8, 3), jnp.uint8))
+    with pytest.raises(ValueError, match=r"uint8 or float"):
+        model.apply(v, jnp.zeros((1, 2, 16, 16, 3), jnp.int32))
+    with pytest.raises(ValueError, match=r"max_frames"):
+        model.apply(v, jnp.zeros((1, 7, 16, 16, 3), jnp.uint8))

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from genie_jax.models.vq import VectorQuantizer, l2_normalize, restart_dead_codes
+
+
+def _setup(V=8, L=4):
+    vq = VectorQuantizer(num_codes=V, code_dim=L)
+    z = jax.random.normal(jax.random.PRNGKey(0), (3, 5, L))
+    variables = nn.unbox(vq.init({"params": jax.random.PRNGKey(1), "vq": jax.random.PRNGKey(2)}, z))
+    return vq, z, variables
+
+
+def test_quantised_vectors_are_nearest_normalised_codes():
+    vq, z, v = _setup()
+    q, codes, aux = vq.apply(v, z)
+    cb = np.asarray(l2_normalize(v["params"]["codebook"]))
+    zn = np.asarray(l2_normalize(z)).reshape(-1, 4)
+    dists = ((zn[:, None] - cb[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(np.asarray(codes).reshape(-1), dists.argmin(-1))
+    np.testing.assert_allclose(np.asarray(q).reshape(-1, 4), cb[dists.argmin(-1)], atol=1e-5)
+    assert float(aux["counts"].sum()) == 15
+
+
+def test_straight_through_gradient_is_identity():
+    vq, z, v = _setup()
+    g = jax.grad(lambda zz: jnp.sum(vq.apply(v, zz)[0] * 3.0))(z)
+    # d q / d z_normalised is identity, so the gradient is the normalisation's Jacobian times 3.
+    g_ref = jax.grad(lambda zz: jnp.sum(l2_normalize(zz) * 3.0))(z)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_losses_and_perplexity_hand_computed():
+    vq = VectorQuantizer(num_codes=2, code_dim=2, commitment=0.5)
+    params = {"codebook": jnp.array([[1.0, 0.0], [0.0, 1.0]])}
+    stats = {"age": jnp.zeros((2,), jnp.int32), "candidates": jnp.zeros((2, 2))}
+    z = jnp.array([[1.0, 0.0], [0.6, 0.8]])  # already unit norm; nearest codes 0 and 1
+    q, codes, aux = vq.apply({"params": params, "vq_stats": stats}, z)
+    np.testing.assert_array_equal(codes, [0, 1])
+    # squared error per element: ((0)^2+(0)^2 + 0.6^2 + 0.2^2) / 4 = 0.1
+    np.testing.assert_allclose(aux["codebook_loss"], 0.1, rtol=1e-4)
+    np.testing.assert_allclose(aux["vq_loss"], 0.1 + 0.5 * 0.1, rtol=1e-4)
+    np.testing.assert_allclose(aux["perplexity"], 2.0, rtol=1e-5)  # uniform over 2 codes
+    np.testing.assert_allclose(aux["batch_usage"], 1.0)
+
+
+def test_dead_codes_restart_from_recent_encoder_outputs():
+    vq, z, v = _setup(V=8)
+    stats = v["vq_stats"]
+    for i in range(3):  # train-mode calls age the unused codes
+        (_, codes, _), upd = vq.apply(v, z, train=True, rngs={"vq": jax.random.PRNGKey(i)},
+                                      mutable=["vq_stats"])
+        v = {**v, "vq_stats": upd["vq_stats"]}
+    age = np.asarray(v["vq_stats"]["vq"]["age"] if "vq" in v["vq_stats"] else v["vq_stats"]["age"])
+    used = np.unique(np.asarray(codes))
+    assert (age[used] == 0).all() and (age[np.setdiff1d(np.arange(8), used)] == 3).all()
+    params, new_stats, n = restart_dead_codes({"vq": v["params"]}, {"vq": v["vq_stats"]}, 3)
+    dead = np.setdiff1d(np.arange(8), used)
+    assert int(n) == len(dead) > 0
+    cand = np.asarray(v["vq_stats"]["candidates"])
+    np.testing.assert_allclose(np.asarray(params["vq"]["codebook"])[dead], cand[dead])
+    np.testing.assert_allclose(np.asarray(params["vq"]["codebook"])[used],
+                               np.asarray(v["params"]["codebook"])[used])
+    assert (np.asarray(new_stats["vq"]["age"]) == 0).all()
+    # candidates are real (normalised) encoder outputs of the batch
+    zn = np.asarray(l2_normalize(z)).reshape(-1, 4)
+    for row in cand:
+        assert np.min(np.abs(zn - row).sum(-1)) < 1e-5
+    del stats
