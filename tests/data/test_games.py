@@ -1,0 +1,69 @@
+import os
+
+import numpy as np
+import pytest
+
+from genie_jax.data import games, shards
+from genie_jax.data.cli import main as data_main
+
+
+def _check_game_dataset(out, n_episodes, length, n_actions):
+    src = shards.open_source(out, "train")
+    assert len(src) == n_episodes and src.has_actions
+    seeds = [src.metadata(e)["seed"] for e in range(len(src))]
+    assert len(set(seeds)) == n_episodes  # a distinct recorded seed per episode
+    for e in range(len(src)):
+        m = src.metadata(e)
+        assert 2 <= m["num_frames"] <= length
+        assert m["terminated"] or m["num_frames"] == length
+        d = src.read_episode(e)
+        assert d["frames"].shape == (m["num_frames"], 64, 64, 3)
+        assert d["actions"].min() >= 0 and d["actions"].max() < n_actions
+        assert d["frames"].std() > 0
+    return src
+
+
+def test_atari_pong_with_true_actions_and_resume(tmp_path, capsys):
+    pytest.importorskip("ale_py")
+    out = str(tmp_path / "pong")
+    args = ["atari", "--game=pong", f"--out={out}", "--episodes=3", "--length=24", "--block=2",
+            "--split=1,0,0", "--workers=1", "--no-progress"]
+    assert data_main(args) == 0
+    src = _check_game_dataset(out, 3, 24, 6)
+    assert src.metadata(0)["action_names"][0] == "NOOP"
+    # Same seed -> same episode (regenerated in a fresh directory).
+    out2 = str(tmp_path / "pong2")
+    assert data_main([a if not a.startswith("--out=") else f"--out={out2}" for a in args]) == 0
+    src2 = shards.open_source(out2, "train")
+    by_seed = {src2.metadata(e)["seed"]: e for e in range(len(src2))}
+    for e in range(len(src)):
+        a, b = src.read_episode(e), src2.read_episode(by_seed[src.metadata(e)["seed"]])
+        np.testing.assert_array_equal(a["frames"], b["frames"])
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+    capsys.readouterr()
+    assert data_main(args) == 0
+    assert "0 blocks generated, 2 already done" in capsys.readouterr().out
+
+
+def test_unknown_atari_game_is_a_clear_error(tmp_path, capsys):
+    pytest.importorskip("ale_py")
+    assert data_main(["atari", "--game=notagame", f"--out={tmp_path}", "--episodes=1",
+                      "--no-progress"]) == 2
+    assert "unknown Atari game 'notagame'" in capsys.readouterr().err
+
+
+def test_coinrun_action_classes():
+    c = games.COINRUN_ACTION_CLASSES
+    assert len(c) == 15 and len(set(c.tolist())) == 6
+    assert (c == 2).sum() == 8  # 8/15 actions are no-ops
+
+
+@pytest.mark.slow
+def test_coinrun_in_isolated_venv(tmp_path):
+    """Creates (or reuses) the cached procgen venv, then records 2 short CoinRun episodes."""
+    out = str(tmp_path / "coinrun")
+    assert data_main(["coinrun", f"--out={out}", "--episodes=2", "--length=40", "--block=1",
+                      "--split=1,0,0", "--workers=2", "--no-progress"]) == 0
+    assert os.path.exists(os.path.join(games.procgen_venv_dir(), ".genie_jax_ready"))
+    src = _check_game_dataset(out, 2, 40, 15)
+    assert src.metadata(0)["source"] == "procgen:coinrun"
