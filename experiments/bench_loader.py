@@ -83,6 +83,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--out", default="bench_results/loader.json")
     args = p.parse_args()
+    from absl import flags  # grain reads absl flags (also in its worker processes)
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
     tmp = None
     data = args.data
     if data is None:
