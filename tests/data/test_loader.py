@@ -3,7 +3,7 @@ import pytest
 
 from genie_jax.data import shards
 from genie_jax.data.loader import LoaderOptions, make_iterator
-from tests.data.helpers import window_ids, write_tagged
+from .helpers import window_ids, write_tagged
 
 LENGTHS = [7, 12, 5, 20, 9, 3, 16]  # 3 < num_frames: that episode yields no window
 

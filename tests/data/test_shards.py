@@ -6,7 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from genie_jax.data import shards
-from tests.data.helpers import tagged_episode, write_tagged
+from .helpers import tagged_episode, write_tagged
 
 
 def test_windows_read_back_exactly(tmp_path):
