@@ -66,8 +66,7 @@ class GameOptions:
     def dataset_options(self, game: str) -> dict:
         d = dataclasses.asdict(self)
         d["fractions"] = dict(self.fractions)
-        for k in ("episodes", "block"):  # may grow / change between runs
-            d.pop(k)
+        d.pop("episodes")  # may grow or shrink between runs (blocks are re-planned)
         d["game"] = game
         return d
 
@@ -78,6 +77,14 @@ def _writer(out_dir: str, unit: str, opts: GameOptions, meta: dict) -> shards.Un
         fractions=dict(opts.fractions), split_seed=opts.split_seed, split_by="episode",
         record_frames=opts.record_frames, compression=opts.compression,
         min_frames=opts.min_frames, unit_meta=meta)
+
+
+def _remove_unit(staging: str, unit: str) -> None:
+    os.remove(os.path.join(staging, unit + ".json"))  # manifest first: the unit is unfinished
+    for split in shards.SPLITS:
+        path = os.path.join(staging, f"{unit}.{split}.array_record")
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def _sticky_policy(rng: np.random.Generator, n: int, sticky: float):
@@ -95,15 +102,23 @@ def _run_blocks(out_dir: str, game: str, opts: GameOptions, run_block, workers: 
     shards.check_options(out_dir, opts.dataset_options(game))
     staging = os.path.join(out_dir, shards.STAGING_DIR)
     blocks = []
-    for b0 in range(0, opts.episodes, opts.block):
+    for i, b0 in enumerate(range(0, opts.episodes, opts.block)):
         n = min(opts.block, opts.episodes - b0)
-        unit = f"{game}-e{b0:07d}-n{n}"
-        blocks.append((unit, [opts.seed + e for e in range(b0, b0 + n)]))
+        blocks.append((f"{game}-b{i:06d}", [opts.seed + e for e in range(b0, b0 + n)]))
+    # A different --episodes than last time: drop blocks beyond it (they would be published too).
+    planned = {u for u, _ in blocks}
+    for name in os.listdir(staging):
+        unit = name[:-len(".json")]
+        if name.startswith(f"{game}-b") and name.endswith(".json") and unit not in planned:
+            _remove_unit(staging, unit)
     summary = dict(blocks=len(blocks), generated=0, already_done=0, skipped=0, episodes=0,
                    frames=0, bytes=0, skipped_blocks=[])
     todo = []
     for unit, seeds in blocks:
         m = shards.unit_done(staging, unit)
+        if m is not None and m.get("seeds") != seeds:  # the last block grew or shrank: redo it
+            _remove_unit(staging, unit)
+            m = None
         if m is not None:
             summary["already_done"] += 1
             summary["episodes"] += len(m["episodes"])

@@ -43,6 +43,14 @@ def test_atari_pong_with_true_actions_and_resume(tmp_path, capsys):
     capsys.readouterr()
     assert data_main(args) == 0
     assert "0 blocks generated, 2 already done" in capsys.readouterr().out
+    # Fewer episodes: the dataset shrinks to them; more again: only the changed block is redone.
+    assert data_main([a if a != "--episodes=3" else "--episodes=2" for a in args]) == 0
+    assert len(shards.open_source(out, "train")) == 2
+    capsys.readouterr()
+    assert data_main(args) == 0
+    assert "1 blocks generated, 1 already done" in capsys.readouterr().out
+    src3 = shards.open_source(out, "train")
+    assert sorted(src3.metadata(e)["seed"] for e in range(len(src3))) == [0, 1, 2]
 
 
 def test_unknown_atari_game_is_a_clear_error(tmp_path, capsys):
