@@ -1,0 +1,154 @@
+"""The real `genie-jax train` entry point: pulse, bad input, resume, preemption."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, TOKENIZER_CFG, run_cli
+
+CFG = f"--config={TOKENIZER_CFG}:size=test"
+
+
+def _records(workdir, split="train"):
+    """Last logged record per step (a resumed run re-logs steps after its checkpoint)."""
+    out = {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["split"] == split:
+                out[r["step"]] = r
+    return out
+
+
+def test_tokenizer_has_a_pulse(tmp_path):
+    wd = str(tmp_path / "run")
+    proc = run_cli(["train", CFG, f"--workdir={wd}"])
+    assert "done: step 12/12" in proc.stdout
+    summary = json.load(open(os.path.join(wd, "summary.json")))
+    assert summary["step"] == 12 and not summary["preempted"]
+    assert set(summary["eval"]) >= {"psnr", "ssim", "code_usage", "code_perplexity"}
+    recs = _records(wd)
+    assert sorted(recs) == [2, 4, 6, 8, 10, 12]
+    assert all(np.isfinite(r["loss"]) for r in recs.values())
+    assert recs[12]["loss"] < recs[2]["loss"]  # it learns
+    assert os.path.exists(os.path.join(wd, "reconstructions.png"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(wd, "tb")))
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["12", "4", "8"]
+    # Running again resumes at the end and trains no further.
+    proc = run_cli(["train", CFG, f"--workdir={wd}"])
+    assert "resumed from" in proc.stdout and "done: step 12/12" in proc.stdout
+
+
+def test_unknown_config_key_is_one_line_error(tmp_path):
+    proc = run_cli(["train", CFG, f"--workdir={tmp_path}", "--config.model.widht=3"], check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "widht" in err[0] and "Traceback" not in proc.stderr
+
+
+def test_wrong_frame_shape_names_the_config_keys(tmp_path):
+    proc = run_cli(["train", CFG, f"--workdir={tmp_path}", "--config.data.resolution=24"],
+                   check=False)
+    assert proc.returncode == 2
+    assert "data.resolution" in proc.stderr and "Traceback" not in proc.stderr
+    assert "(8, 4, 24, 24, 3)" in proc.stderr
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
+    wd = str(tmp_path / "run")
+    run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=4"])
+    before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
+    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.model.width=48",
+                    "--config.train.steps=8"], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "incompatible config" in proc.stderr and "model.width" in proc.stderr
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before == ["4"]
+
+
+def test_nan_stops_the_run_without_checkpointing_bad_state(tmp_path):
+    wd = str(tmp_path / "run")
+    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.optim.lr=1e30",
+                    "--config.optim.clip_norm=0", "--config.optim.warmup_steps=0"], check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "NaN/inf" in proc.stderr and "Traceback" not in proc.stderr
+    ckdir = os.path.join(wd, "checkpoints")
+    assert not os.path.exists(ckdir) or os.listdir(ckdir) == [] or \
+        all(int(s) < 12 for s in os.listdir(ckdir))
+
+
+def _spawn(wd, *extra):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    return subprocess.Popen([sys.executable, "-m", "genie_jax", "train", CFG, f"--workdir={wd}",
+                             *extra], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc, timeout=240, nonempty=False):
+    t0 = time.time()
+    while not os.path.exists(path) or (nonempty and os.path.getsize(path) == 0):
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended before {path} appeared:\n{proc.stderr.read()[-3000:]}")
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {path}")
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    steps = ["--config.train.steps=24"]
+    ref = str(tmp_path / "ref")
+    run_cli(["train", CFG, f"--workdir={ref}", *steps])
+    wd = str(tmp_path / "killed")
+    proc = _spawn(wd, *steps)
+    _wait_for(os.path.join(wd, "checkpoints", "8"), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(wd, "summary.json"))
+    resumed = run_cli(["train", CFG, f"--workdir={wd}", *steps])
+    assert "resumed from" in resumed.stdout
+    ref_recs, recs = _records(ref), _records(wd)
+    assert sorted(recs) == sorted(ref_recs)
+    for s in ref_recs:
+        assert recs[s]["loss"] == ref_recs[s]["loss"], s
+        assert recs[s]["psnr"] == ref_recs[s]["psnr"], s
+    probe = os.path.join(REPO, "tests", "train", "probe.py")
+    for d in (ref, wd):
+        subprocess.run([sys.executable, probe, d, f"{d}/params.npz", "1,1,1",
+                        "train.steps=24"], cwd=REPO, check=True, capture_output=True)
+    a, b = np.load(f"{ref}/params.npz"), np.load(f"{wd}/params.npz")
+    assert int(a["__step"]) == int(b["__step"]) == 24
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    wd = str(tmp_path / "run")
+    proc = _spawn(wd, "--config.train.steps=100000", "--config.checkpoint.every=1000")
+    _wait_for(os.path.join(wd, "metrics.jsonl"), proc, nonempty=True)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM" in out and "preempted, checkpoint saved" in out
+    saved = [int(s) for s in os.listdir(os.path.join(wd, "checkpoints"))]
+    assert len(saved) == 1 and saved[0] >= 2
+    assert json.load(open(os.path.join(wd, "summary.json")))["preempted"] is True
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
+    wd = str(tmp_path / "run")
+    run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=8"])
+    latest = os.path.join(wd, "checkpoints", "8", "state")
+    for root, _, files in os.walk(latest):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=10"])
+    assert "checkpoint at step 8 is unreadable" in proc.stdout
+    assert "falling back to step 4" in proc.stdout
+    assert "resumed from" in proc.stdout and proc.stdout.strip().endswith(f"run folder {wd}")
+    assert "done: step 10/10" in proc.stdout

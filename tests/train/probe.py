@@ -1,0 +1,36 @@
+"""Run as a script: restore the latest checkpoint of a workdir onto a given mesh and dump params.
+
+  python tests/train/probe.py WORKDIR OUT.npz MESH(d,f,t) [config overrides as key=value ...]
+"""
+import sys
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+sys.path.insert(0, ".")
+
+
+def main(workdir, out, mesh, *overrides):
+    from experiments.configs.tokenizer import get_config
+    from genie_jax.train.checkpoint import Checkpointer, check_compatible
+    from genie_jax.train.trainer import build_engine
+    cfg = get_config("size=test")
+    cfg.mesh.shape = tuple(int(x) for x in mesh.split(","))
+    for o in overrides:
+        k, v = o.split("=")
+        sec, key = k.split(".")
+        cfg[sec][key] = type(cfg[sec][key])(v)
+    engine = build_engine(cfg)
+    ck = Checkpointer(f"{workdir}/checkpoints", keep=3)
+    with engine.context():
+        state, step = ck.restore_latest(engine.abstract_state, None, engine.meta(), check_compatible)
+    flat = traverse_util.flatten_dict(jax.device_get(state["params"]), sep="/")
+    shardings = {k: str(v.sharding.spec) for k, v in
+                 traverse_util.flatten_dict(state["params"], sep="/").items()}
+    np.savez(out, __step=step, __ndev=len(jax.devices()), **flat)
+    print("restored", step, "on", len(jax.devices()), "devices;", shardings["encoder/block0/mlp/fc1/kernel"])
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

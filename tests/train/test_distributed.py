@@ -1,0 +1,119 @@
+"""Sharding, resharding on restore and multi-process runs, on simulated CPU devices."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, TOKENIZER_CFG, run_cli, run_python
+
+CFG = f"--config={TOKENIZER_CFG}:size=test"
+PROBE = os.path.join(REPO, "tests", "train", "probe.py")
+
+SHARDED_VS_SINGLE = r'''
+import jax, numpy as np, sys
+sys.path.insert(0, ".")
+from experiments.configs.tokenizer import get_config
+from genie_jax.train.trainer import build_engine, loader_options
+from genie_jax.data.loader import make_iterator
+
+assert len(jax.devices()) == 8
+results = {}
+for name, shape, devs in [("single", (1, 1, 1), jax.devices()[:1]), ("sharded", (2, 2, 2), jax.devices())]:
+    cfg = get_config("size=test")
+    cfg.mesh.shape = shape
+    eng = build_engine(cfg, devices=devs)
+    it = make_iterator(eng.stage.train_source(), loader_options(cfg, seed=0))
+    with eng.context():
+        state = eng.init_fn(jax.random.PRNGKey(0))
+        specs = {str(x.sharding.spec) for x in jax.tree.leaves(state["params"])}
+        losses = []
+        for _ in range(3):
+            state, m = eng.step_fn(state, eng.global_batch(next(it)))
+            losses.append(float(m["loss"]))
+    results[name] = (losses, jax.device_get(state["params"]), specs)
+(l1, p1, s1), (l8, p8, s8) = results["single"], results["sharded"]
+print("specs", sorted(s8))
+assert any("fsdp" in s for s in s8) and any("tensor" in s for s in s8), s8
+np.testing.assert_allclose(l8, l1, rtol=2e-5)
+for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-6)
+print("OK", l1, l8)
+'''
+
+
+def test_sharded_step_matches_single_device():
+    out = run_python(SHARDED_VS_SINGLE, devices=8)
+    assert "OK" in out
+
+
+def _probe(workdir, out, mesh, devices):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, PROBE, workdir, out, mesh], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_checkpoint_from_8_devices_restores_on_4_and_1(tmp_path):
+    wd = str(tmp_path / "run")
+    run_cli(["train", CFG, f"--workdir={wd}", "--config.mesh.shape=(2,2,2)",
+             "--config.train.steps=4"], devices=8)
+    outs = {}
+    for mesh, n in [("2,2,2", 8), ("1,2,2", 4), ("1,1,1", 1)]:
+        path = str(tmp_path / f"p{n}.npz")
+        log = _probe(wd, path, mesh, n)
+        assert f"restored 4 on {n} devices" in log
+        outs[n] = np.load(path)
+    assert "fsdp" in _probe(wd, str(tmp_path / "again.npz"), "1,2,2", 4)
+    for n in (4, 1):
+        for k in outs[8].files:
+            np.testing.assert_array_equal(outs[n][k], outs[8][k], err_msg=f"{k} on {n}")
+    # And training continues on the new mesh.
+    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.mesh.shape=(1,2,2)",
+                    "--config.train.steps=6"], devices=4)
+    assert "resumed from" in proc.stdout and "done: step 6/6" in proc.stdout
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_losses(workdir):
+    out = {}
+    for line in open(os.path.join(workdir, "metrics.jsonl")):
+        r = json.loads(line)
+        if r["split"] == "train":
+            out[r["step"]] = r["loss"]
+    return out
+
+
+def test_two_processes_match_one_process(tmp_path):
+    steps = ["--config.train.steps=6", "--config.mesh.shape=(2,1,1)",
+             "--config.checkpoint.every=2"]
+    one = str(tmp_path / "one")
+    run_cli(["train", CFG, f"--workdir={one}", *steps], devices=2)
+    two = str(tmp_path / "two")
+    port = _free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "genie_jax", "train", CFG, f"--workdir={two}", *steps,
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-4000:]
+    assert "done: step 6/6" in outs[0][0]
+    a, b = _train_losses(one), _train_losses(two)
+    assert sorted(a) == sorted(b) == [2, 4, 6]
+    for s in a:
+        np.testing.assert_allclose(b[s], a[s], rtol=1e-5)
+    assert sorted(os.listdir(os.path.join(two, "checkpoints"))) == ["2", "4", "6"]
