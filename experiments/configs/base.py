@@ -35,6 +35,7 @@ def get_base() -> ml_collections.ConfigDict:
     c.optim.b1 = 0.9
     c.optim.b2 = 0.99
     c.optim.clip_norm = 1.0
+    c.optim.codebook_lr_mult = 1.0 # step-size multiplier for VQ codebooks
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 2000

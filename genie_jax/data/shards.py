@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from genie_jax.errors import UserError
+
 DATASET_NAME = "genie_video"
 VERSION = "1.0.0"
 INDEX_FILE = "genie_episodes.json"
@@ -64,8 +66,8 @@ DEFAULT_RECORD_FRAMES = 16
 WRITER_OPTIONS = {"none": "group_size:1,uncompressed", "zstd": "group_size:1,zstd:1"}
 
 
-class DatasetError(RuntimeError):
-    pass
+class DatasetError(UserError, RuntimeError):
+    """A dataset directory that is missing, incomplete or of another format (names the path)."""
 
 
 def features(height: int, width: int, channels: int = 3):

@@ -30,15 +30,24 @@ def make_optimizer(cfg, total_steps: int) -> tuple[optax.GradientTransformation,
     tx = optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm) if cfg.clip_norm > 0 else optax.identity(),
         optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=1e-8, weight_decay=cfg.weight_decay,
-                    mask=lambda params: _decay_mask(params)),
+                    mask=_decay_mask),
     )
+    mult = cfg.get("codebook_lr_mult", 1.0)
+    if mult != 1.0:
+        # Adam moves each parameter by about lr per step, which is slow for unit-norm code
+        # vectors; a larger step for codebooks only lets the quantiser keep up with the encoder.
+        tx = optax.chain(tx, optax.masked(optax.scale(mult), _codebook_mask))
     return tx, schedule
 
 
-def _decay_mask(params):
-    # Decay matrices only: not biases, norms, embeddings tables of positions, or codebooks.
-    import jax
+def _codebook_mask(params):
     from flax import traverse_util
     flat = traverse_util.flatten_dict(params)
-    keep = {k: (k[-1] == "kernel") for k in flat}
-    return traverse_util.unflatten_dict(keep) if isinstance(params, dict) else jax.tree.map(lambda _: True, params)
+    return traverse_util.unflatten_dict({k: k[-1] == "codebook" for k in flat})
+
+
+def _decay_mask(params):
+    # Decay weight matrices only: not biases, norms, positional tables or codebooks.
+    from flax import traverse_util
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: k[-1].endswith("kernel") for k in flat})

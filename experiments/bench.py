@@ -1,0 +1,125 @@
+"""Train-step benchmark: step time, frames/s, achieved FLOP/s (XLA cost analysis) against this
+machine's measured dense-matmul FLOP/s, compile time and peak memory.
+
+  python experiments/bench.py --out=bench_results/bench.json [--sizes=tiny,coinrun] [--steps=3]
+
+Sizes: `tiny` is the tiny tokenizer config as trained by `make quickstart`; `coinrun` is the
+CoinRun-sized tokenizer (64x64, patch 4, width 512, 8 encoder + 8 decoder layers) at batch 2
+with 16 frames.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_OUT = flags.DEFINE_string("out", "bench_results/bench.json", "where to write the JSON")
+_SIZES = flags.DEFINE_list("sizes", ["tiny", "coinrun"], "tokenizer sizes to time")
+_STEPS = flags.DEFINE_integer("steps", 3, "timed steps per size (after one warm-up step)")
+_MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "side of the square matmul used as peak")
+
+
+def matmul_peak(n: int, dtype="float32", reps: int = 10) -> float:
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def bench_size(size: str, steps: int) -> dict:
+    import jax
+    from experiments.configs.tokenizer import get_config
+    from genie_jax.data.loader import make_iterator
+    from genie_jax.train.trainer import build_engine, loader_options
+
+    cfg = get_config(f"size={size}")
+    if size == "coinrun":
+        cfg.data.batch_size = 2
+        cfg.data.num_frames = 16
+    cfg.data.train_episodes = 8
+    engine = build_engine(cfg)
+    it = make_iterator(engine.stage.train_source(), loader_options(cfg, seed=0))
+    batches = [engine.global_batch(next(it)) for _ in range(2)]
+    with engine.context():
+        t0 = time.perf_counter()
+        state = engine.init_fn(jax.random.PRNGKey(0))
+        jax.block_until_ready(state)
+        init_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        compiled = engine.step_fn.lower(state, batches[0]).compile()
+        compile_s = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0))
+        mem = compiled.memory_analysis()
+        state, m = compiled(state, batches[0])  # warm-up
+        jax.block_until_ready(m)
+        times = []
+        for i in range(steps):
+            t = time.perf_counter()
+            state, m = compiled(state, batches[i % 2])
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t)
+    step_s = sorted(times)[len(times) // 2]
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    frames = cfg.data.batch_size * cfg.data.num_frames
+    out = {
+        "size": size, "params": int(n_params), "batch": cfg.data.batch_size,
+        "frames_per_clip": cfg.data.num_frames, "resolution": cfg.data.resolution,
+        "width": cfg.model.width, "layers": [cfg.model.depth, cfg.model.decoder_depth],
+        "init_s": init_s, "compile_s": compile_s, "step_s_median": step_s,
+        "step_s_all": times, "steps_per_s": 1 / step_s, "frames_per_s": frames / step_s,
+        "step_flops": flops, "achieved_flops_per_s": flops / step_s,
+        "loss_after": float(m["loss"]),
+    }
+    if mem is not None:
+        out["xla_memory_bytes"] = {
+            k: int(getattr(mem, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
+                                              "temp_size_in_bytes", "generated_code_size_in_bytes")
+            if hasattr(mem, k)}
+    return out
+
+
+def main(_):
+    import jax
+    print(f"devices: {jax.devices()}", flush=True)
+    peak = max(matmul_peak(_MATMUL_N.value), matmul_peak(_MATMUL_N.value // 2))
+    print(f"measured dense matmul peak: {peak / 1e9:.1f} GFLOP/s (f32)", flush=True)
+    results = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
+               "num_devices": len(jax.devices()), "matmul_peak_flops_per_s": peak, "runs": []}
+    for size in _SIZES.value:
+        r = bench_size(size, _STEPS.value)
+        r["fraction_of_matmul_peak"] = r["achieved_flops_per_s"] / peak
+        results["runs"].append(r)
+        print(f"[{size}] params {r['params'] / 1e6:.2f}M  step {r['step_s_median'] * 1e3:.1f} ms  "
+              f"{r['frames_per_s']:.1f} frames/s  {r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s "
+              f"({100 * r['fraction_of_matmul_peak']:.0f}% of matmul peak)  compile "
+              f"{r['compile_s']:.1f} s  XLA temp "
+              f"{r.get('xla_memory_bytes', {}).get('temp_size_in_bytes', 0) / 2**20:.0f} MiB",
+              flush=True)
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak process RSS: {results['peak_rss_mib']:.0f} MiB")
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    tmp = _OUT.value + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, _OUT.value)
+    print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
