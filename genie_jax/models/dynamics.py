@@ -1,0 +1,127 @@
+"""MaskGIT dynamics model: predict tokenizer tokens of frame t+1 from tokens of frames <= t and
+the latent action of transition t -> t+1.
+
+Input tokens z [B,T,N] take values in [0, num_codes) plus `mask_id = num_codes` (a masked slot).
+Actions [B,T-1]: actions[:, t] is the latent action of transition t -> t+1 (0-based, as the LAM
+returns them). Inside the model they are shifted one frame right, so frame t+1 is conditioned on
+actions[:, t] and frame 0 on a learned "no action" embedding (id `num_actions`):
+
+    frame       0        1            2           ...   T-1
+    action in   <none>   actions[0]   actions[1]  ...   actions[T-2]
+
+The ST-transformer is causal in time, so logits for frame t depend on tokens of frames <= t and
+actions[:, :t] only. `action_mode`:
+  'token'  one extra token per frame carries the action embedding (spatial attention spreads it)
+  'add'    the action embedding is added to every patch of the frame
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from genie_jax.models.st_transformer import STTransformer
+from genie_jax.models.tokenizer import PositionalEmbedding, _dense
+
+_ACT = ("act_batch", "act_frame", "act_patch", "act_embed")
+ACTION_MODES = ("token", "add")
+
+
+def shift_actions(actions_BA: jax.Array, num_actions: int) -> jax.Array:
+    """[B, T-1] actions of transitions -> [B, T] action that *produces* each frame.
+
+    Frame 0 gets the "no action" id `num_actions`; frame t+1 gets actions[:, t]. Unknown actions
+    (-1) also map to "no action".
+    """
+    B = actions_BA.shape[0]
+    a = jnp.where(actions_BA < 0, num_actions, actions_BA).astype(jnp.int32)
+    return jnp.concatenate([jnp.full((B, 1), num_actions, jnp.int32), a], axis=1)
+
+
+class Dynamics(nn.Module):
+    num_codes: int = 1024          # tokenizer vocabulary; the mask token is id num_codes
+    num_actions: int = 6           # LAM codebook size; id num_actions means "no action"
+    image_size: tuple[int, int] = (32, 32)   # of the tokenizer; fixes tokens per frame
+    patch_size: int = 4                      # of the tokenizer
+    width: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    max_frames: int = 16
+    action_mode: str = "token"
+    dtype: Any = "float32"
+    param_dtype: Any = "float32"
+    remat: bool = False
+    attention_impl: str | None = None
+
+    @property
+    def mask_id(self) -> int:
+        return self.num_codes
+
+    @property
+    def tokens_per_frame(self) -> int:
+        H, W = self.image_size
+        return (H // self.patch_size) * (W // self.patch_size)
+
+    @nn.compact
+    def __call__(self, tokens_BTN: jax.Array, actions_BA: jax.Array,
+                 train: bool = False) -> jax.Array:
+        """tokens [B,T,N] (mask_id where masked), actions [B,T-1] -> logits [B,T,N,V] (V=num_codes)."""
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}; got {self.action_mode!r}")
+        B, T, N = tokens_BTN.shape
+        if N != self.tokens_per_frame:
+            raise ValueError(f"got {N} tokens per frame but image_size {tuple(self.image_size)} "
+                             f"and patch_size {self.patch_size} give {self.tokens_per_frame}")
+        if actions_BA.shape != (B, T - 1):
+            raise ValueError(f"actions must be [batch, frames-1] = {(B, T - 1)} (one per "
+                             f"transition); got {tuple(actions_BA.shape)}")
+        dt, pdt = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+        D = self.width
+        init = nn.initializers.normal(0.02)
+        # V+1 rows (the mask token) rarely divide a mesh axis: the table is split over embed only.
+        tok_emb_VD = self.param("token_embed", nn.with_logical_partitioning(init, (None, "embed")),
+                                (self.num_codes + 1, D), pdt)
+        act_emb_AD = self.param("action_embed", nn.with_logical_partitioning(init, ("codes", "embed")),
+                                (self.num_actions + 1, D), pdt)
+        x_BTND = jnp.take(tok_emb_VD.astype(dt), tokens_BTN, axis=0)
+        a_BTD = jnp.take(act_emb_AD.astype(dt), shift_actions(actions_BA, self.num_actions), axis=0)
+        if self.action_mode == "token":
+            x_BTND = jnp.concatenate([a_BTD[:, :, None], x_BTND], axis=2)
+        else:
+            x_BTND = x_BTND + a_BTD[:, :, None]
+        x_BTND = nn.with_logical_constraint(x_BTND, _ACT)
+        x_BTND = PositionalEmbedding(self.max_frames, pdt, name="pos")(x_BTND)
+        x_BTND = STTransformer(self.depth, self.num_heads, self.mlp_ratio, self.dropout, dt, pdt,
+                               self.remat, self.attention_impl, name="transformer")(
+            x_BTND, deterministic=not train)
+        if self.action_mode == "token":
+            x_BTND = x_BTND[:, :, 1:]
+        logits_BTNV = _dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)
+        return nn.with_logical_constraint(logits_BTNV.astype(jnp.float32),
+                                          ("act_batch", "act_frame", "act_patch", None))
+
+
+def random_mask(rng: jax.Array, shape_BTN: tuple[int, int, int], min_rate: float = 0.5,
+                max_rate: float = 1.0) -> jax.Array:
+    """MaskGIT training mask: rate r ~ U(min_rate, max_rate) per sample; frame 0 never masked."""
+    r_rate, r_pos = jax.random.split(rng)
+    B = shape_BTN[0]
+    rate_B = jax.random.uniform(r_rate, (B,), minval=min_rate, maxval=max_rate)
+    mask_BTN = jax.random.uniform(r_pos, shape_BTN) < rate_B[:, None, None]
+    return mask_BTN.at[:, 0].set(False)
+
+
+def maskgit_loss(logits_BTNV: jax.Array, tokens_BTN: jax.Array,
+                 mask_BTN: jax.Array) -> tuple[jax.Array, dict]:
+    """Cross-entropy on masked tokens only, and their accuracy. Pure; -> (loss, metrics)."""
+    logp_BTNV = jax.nn.log_softmax(logits_BTNV.astype(jnp.float32), axis=-1)
+    nll_BTN = -jnp.take_along_axis(logp_BTNV, tokens_BTN[..., None], axis=-1)[..., 0]
+    m = mask_BTN.astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(m), 1.0)
+    ce = jnp.sum(nll_BTN * m) / n
+    correct = (jnp.argmax(logits_BTNV, axis=-1) == tokens_BTN).astype(jnp.float32)
+    return ce, {"ce": ce, "masked_acc": jnp.sum(correct * m) / n, "mask_frac": jnp.mean(m)}

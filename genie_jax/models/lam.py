@@ -1,0 +1,135 @@
+"""Latent action model (LAM): infer one discrete action per transition t -> t+1 from pixels.
+
+Encoder: pixel patches of every frame plus one learned *action token* per frame go through an
+ST-transformer (spatial attention inside a frame, causal attention across frames). The action
+token of frame t+1 has seen x_1..x_{t+1} and nothing later; its output, projected and quantised
+by a small VQ codebook (default 6 codes), is the latent action a_t of transition t -> t+1.
+So T frames give T-1 actions, and a_t never depends on frames after t+1.
+
+Decoder: an ST-transformer, causal in time, over the patches of x_1..x_{T-1}; the quantised a_t
+is added to every patch of frame t. Its output at frame t is the prediction of x_{t+1}, so it
+sees x_1..x_t and a_1..a_t only: a_t has to carry what changed. Only the VQ codes are used
+downstream (the dynamics model and the sampler).
+
+Indices in this file are 0-based: actions_B(T-1)[:, t] is the transition from frame t to t+1.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from genie_jax.models.st_transformer import STTransformer
+from genie_jax.models.tokenizer import (PositionalEmbedding, _dense, patchify, to_unit_float,
+                                        unpatchify)
+from genie_jax.models.vq import VectorQuantizer
+
+_ACT = ("act_batch", "act_frame", "act_patch", "act_embed")
+
+
+class LatentActionModel(nn.Module):
+    image_size: tuple[int, int] = (32, 32)
+    channels: int = 3
+    patch_size: int = 4
+    width: int = 128
+    depth: int = 2
+    decoder_depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    num_codes: int = 6
+    code_dim: int = 32
+    commitment: float = 0.25
+    max_frames: int = 16
+    dtype: Any = "float32"
+    param_dtype: Any = "float32"
+    remat: bool = False
+    attention_impl: str | None = None
+
+    def setup(self):
+        H, W = self.image_size
+        if H % self.patch_size or W % self.patch_size:
+            raise ValueError(f"image_size {tuple(self.image_size)} is not divisible by "
+                             f"patch_size {self.patch_size}")
+        dt, pdt = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+        st = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
+                  dtype=dt, param_dtype=pdt, remat=self.remat, attention_impl=self.attention_impl)
+        self.embed_in = _dense(self.width, "patch_in", "embed", dt, pdt, "embed_in")
+        self.action_token = self.param(
+            "action_token", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed",)),
+            (self.width,), pdt)
+        self.pos_enc = PositionalEmbedding(self.max_frames, pdt)
+        self.encoder = STTransformer(self.depth, **st)
+        self.to_latent = _dense(self.code_dim, "embed", "latent", dt, pdt, "to_latent")
+        self.vq = VectorQuantizer(self.num_codes, self.code_dim, self.commitment, pdt)
+        self.dec_embed = _dense(self.width, "patch_in", "embed", dt, pdt, "dec_embed")
+        self.from_action = _dense(self.width, "latent", "embed", dt, pdt, "from_action")
+        self.pos_dec = PositionalEmbedding(self.max_frames, pdt)
+        self.decoder = STTransformer(self.decoder_depth, **st)
+        self.to_pixels = _dense(self.patch_size ** 2 * self.channels, "embed", "patch_in",
+                                dt, pdt, "to_pixels")
+
+    def check_frames(self, frames_BTHWC: jax.Array) -> None:
+        want = (*self.image_size, self.channels)
+        if frames_BTHWC.ndim != 5 or tuple(frames_BTHWC.shape[2:]) != want:
+            raise ValueError(f"frames must be [batch, time, {want[0]}, {want[1]}, {want[2]}] "
+                             f"(lam model.image_size, model.channels); got "
+                             f"{tuple(frames_BTHWC.shape)}")
+        if frames_BTHWC.shape[1] < 2:
+            raise ValueError(f"the LAM needs at least 2 frames; got {frames_BTHWC.shape[1]}")
+
+    def _patches(self, frames_BTHWC: jax.Array) -> jax.Array:
+        return patchify(to_unit_float(frames_BTHWC) * 2.0 - 1.0, self.patch_size)
+
+    def latents(self, frames_BTHWC: jax.Array, train: bool = False) -> jax.Array:
+        """Frames x_0..x_{T-1} -> pre-quantisation action latents [B,T-1,L].
+
+        Latent t (transition t -> t+1) is read from frame t+1's action token.
+        """
+        self.check_frames(frames_BTHWC)
+        x_BTNP = self._patches(frames_BTHWC)
+        B, T = x_BTNP.shape[:2]
+        x_BTND = self.embed_in(x_BTNP)
+        tok_BT1D = jnp.broadcast_to(self.action_token.astype(x_BTND.dtype),
+                                    (B, T, 1, self.width))
+        x_BTND = nn.with_logical_constraint(jnp.concatenate([tok_BT1D, x_BTND], axis=2), _ACT)
+        x_BTND = self.encoder(self.pos_enc(x_BTND), deterministic=not train)
+        return self.to_latent(x_BTND[:, 1:, 0])  # frames 1..T-1 -> transitions 0..T-2
+
+    def encode(self, frames_BTHWC: jax.Array, train: bool = False):
+        """Frames x_0..x_{T-1} -> (quantised actions [B,T-1,L], codes [B,T-1], vq aux)."""
+        return self.vq(self.latents(frames_BTHWC, train=train), train=train)
+
+    def decode(self, frames_BTHWC: jax.Array, q_BTL: jax.Array, train: bool = False) -> jax.Array:
+        """Context frames x_0..x_{T-2} and actions a_0..a_{T-2} -> predictions of x_1..x_{T-1}.
+
+        frames_BTHWC holds T-1 frames (the context), q_BTL their T-1 quantised actions.
+        Output frame t is the prediction of x_{t+1}; float in [0, 1], unclipped.
+        """
+        x_BTND = self.dec_embed(self._patches(frames_BTHWC))
+        x_BTND = x_BTND + self.from_action(q_BTL.astype(x_BTND.dtype))[:, :, None]
+        x_BTND = self.decoder(self.pos_dec(nn.with_logical_constraint(x_BTND, _ACT)),
+                              deterministic=not train)
+        patches = self.to_pixels(x_BTND).astype(jnp.float32)
+        return (unpatchify(patches, self.patch_size, *self.image_size) + 1.0) / 2.0
+
+    def actions(self, frames_BTHWC: jax.Array) -> jax.Array:
+        """Latent action codes [B, T-1] of a clip (inference)."""
+        return self.encode(frames_BTHWC, train=False)[1]
+
+    def __call__(self, frames_BTHWC: jax.Array, train: bool = False):
+        """-> (predictions of frames 1..T-1 [B,T-1,H,W,C], codes [B,T-1], vq aux)."""
+        q_BTL, codes_BT, aux = self.encode(frames_BTHWC, train=train)
+        return self.decode(frames_BTHWC[:, :-1], q_BTL, train=train), codes_BT, aux
+
+
+def lam_loss(pred_BTHWC: jax.Array, frames_BTHWC: jax.Array, aux: dict,
+             vq_weight: float = 1.0) -> tuple[jax.Array, dict]:
+    """Pixel MSE of the next-frame predictions plus the VQ loss. Pure; -> (loss, metrics)."""
+    target = to_unit_float(frames_BTHWC[:, 1:])
+    mse = jnp.mean(jnp.square(pred_BTHWC - target))
+    loss = mse + vq_weight * aux["vq_loss"]
+    return loss, {"lam_mse": mse, "lam_vq_loss": aux["vq_loss"],
+                  "lam_perplexity": aux["perplexity"], "lam_batch_code_usage": aux["batch_usage"]}

@@ -1,0 +1,104 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from genie_jax.models.dynamics import Dynamics, maskgit_loss, random_mask, shift_actions
+
+V, A, T, N = 16, 6, 5, 4
+
+
+def _model(mode="token"):
+    return Dynamics(num_codes=V, num_actions=A, image_size=(8, 8), patch_size=4, width=16,
+                    depth=1, num_heads=2, max_frames=6, action_mode=mode)
+
+
+def _inputs(seed=0):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    return (jax.random.randint(k1, (2, T, N), 0, V), jax.random.randint(k2, (2, T - 1), 0, A))
+
+
+def _setup(mode):
+    model = _model(mode)
+    tokens, actions = _inputs()
+    v = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))
+    return model, v, tokens, actions
+
+
+def _diff(a, b):
+    return float(jnp.max(jnp.abs(a - b)))
+
+
+def test_shift_actions_aligns_transition_t_with_frame_t_plus_1():
+    a = jnp.array([[3, 1, -1]])
+    np.testing.assert_array_equal(shift_actions(a, 6), [[6, 3, 1, 6]])
+
+
+@pytest.mark.parametrize("mode", ["token", "add"])
+def test_logits_shape_and_time_causality(mode):
+    model, v, tokens, actions = _setup(mode)
+    logits = model.apply(v, tokens, actions)
+    assert logits.shape == (2, T, N, V)
+    # Tokens of frames > 2 do not change logits of frames <= 2.
+    tokens2 = tokens.at[:, 3:].set((tokens[:, 3:] + 1) % V)
+    logits2 = model.apply(v, tokens2, actions)
+    np.testing.assert_allclose(logits2[:, :3], logits[:, :3], atol=1e-5)
+    assert _diff(logits2[:, 3], logits[:, 3]) > 1e-4
+    # A mask token at frame 3 changes frame 3's logits, not earlier ones.
+    logits3 = model.apply(v, tokens.at[:, 3].set(model.mask_id), actions)
+    np.testing.assert_allclose(logits3[:, :3], logits[:, :3], atol=1e-5)
+    assert _diff(logits3[:, 3], logits[:, 3]) > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["token", "add"])
+def test_action_t_conditions_frame_t_plus_1_and_nothing_earlier(mode):
+    model, v, tokens, actions = _setup(mode)
+    logits = model.apply(v, tokens, actions)
+    t = 2  # transition 2 -> 3
+    new = actions.at[:, t].set((actions[:, t] + 1) % A)
+    logits2 = model.apply(v, tokens, new)
+    np.testing.assert_allclose(logits2[:, :t + 1], logits[:, :t + 1], atol=1e-5)  # frames <= t
+    assert _diff(logits2[:, t + 1], logits[:, t + 1]) > 1e-4                      # frame t+1
+
+
+@pytest.mark.parametrize("mode", ["token", "add"])
+def test_off_by_one_next_action_does_not_reach_frame_t_plus_1(mode):
+    model, v, tokens, actions = _setup(mode)
+    logits = model.apply(v, tokens, actions)
+    t = 1
+    # a_{t+1} (transition 2 -> 3) must not affect frame t+1 = 2 (nor earlier frames).
+    new = actions.at[:, t + 1].set((actions[:, t + 1] + 1) % A)
+    logits2 = model.apply(v, tokens, new)
+    np.testing.assert_allclose(logits2[:, :t + 2], logits[:, :t + 2], atol=1e-5)
+    assert _diff(logits2[:, t + 2], logits[:, t + 2]) > 1e-4
+
+
+def test_bad_shapes_are_named():
+    model, v, tokens, actions = _setup("token")
+    with pytest.raises(ValueError, match="one per transition"):
+        model.apply(v, tokens, jnp.zeros((2, T), jnp.int32))
+    with pytest.raises(ValueError, match="tokens per frame"):
+        model.apply(v, tokens[:, :, :3], actions)
+    with pytest.raises(ValueError, match="action_mode"):
+        Dynamics(num_codes=V, image_size=(8, 8), action_mode="concat").init(
+            jax.random.PRNGKey(0), tokens, actions)
+
+
+def test_random_mask_rate_and_first_frame():
+    m = random_mask(jax.random.PRNGKey(0), (64, 4, 16))
+    assert not bool(m[:, 0].any())
+    rate_B = jnp.mean(m[:, 1:].astype(jnp.float32), axis=(1, 2))
+    assert 0.3 < float(rate_B.min()) and float(rate_B.max()) <= 1.0
+    assert 0.65 < float(rate_B.mean()) < 0.85  # E[r] = 0.75
+
+
+def test_maskgit_loss_counts_masked_tokens_only():
+    tokens = jnp.array([[[0, 1], [2, 3]]])
+    logits = jax.nn.one_hot(jnp.array([[[0, 1], [2, 0]]]), 4) * 10.0   # last token wrong
+    only_right = jnp.array([[[False, False], [True, False]]])
+    ce, m = maskgit_loss(logits, tokens, only_right)
+    assert float(m["masked_acc"]) == 1.0 and float(ce) < 1e-3
+    with_wrong = jnp.array([[[False, False], [True, True]]])
+    ce2, m2 = maskgit_loss(logits, tokens, with_wrong)
+    assert float(m2["masked_acc"]) == 0.5 and float(ce2) > 4.0
