@@ -9,7 +9,12 @@ from tests.conftest import REPO
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "experiments", "configs", "*.py"))
                  if not os.path.basename(p).startswith(("_", "base")))
-VARIANTS = {"tokenizer.py": ["size=tiny", "size=test", "size=coinrun"]}
+VARIANTS = {"tokenizer.py": ["size=tiny", "size=test", "size=coinrun"],
+            "lam.py": ["size=tiny", "size=test", "size=coinrun"],
+            "dynamics.py": ["size=tiny", "size=test", "size=coinrun",
+                            "size=test,lam_mode=cotrain"],
+            "dynamics_action_add.py": ["size=test"],
+            "dynamics_action_token.py": ["size=test"]}
 
 
 def _load(path):

@@ -12,4 +12,11 @@ def get_stage(config):
     if name == "tokenizer":
         from genie_jax.stages.tokenizer import TokenizerStage
         return TokenizerStage(config)
-    raise UserError(f"config.stage {name!r} is not a known stage (known: 'tokenizer')")
+    if name == "lam":
+        from genie_jax.stages.lam import LamStage
+        return LamStage(config)
+    if name == "dynamics":
+        from genie_jax.stages.dynamics import DynamicsStage
+        return DynamicsStage(config)
+    raise UserError(f"config.stage {name!r} is not a known stage "
+                    f"(known: 'tokenizer', 'lam', 'dynamics')")

@@ -1,0 +1,225 @@
+"""Dynamics stage: MaskGIT over the tokens of a FROZEN tokenizer, conditioned on latent actions.
+
+Config sections:
+  model      the Dynamics transformer (num_codes = tokenizer codes, num_actions = LAM codes)
+  tokenizer  workdir (a finished tokenizer run) + model (its shape config, checked against the
+             checkpoint's meta)
+  lam        mode 'frozen' (params from lam.workdir) or 'cotrain' (trained here, loss added),
+             + model (its shape config)
+  loss       mask_min/mask_max (MaskGIT rate r ~ U(min, max)), lam_weight, lam_vq_weight,
+             restart_dead_after (LAM codes, cotrain only)
+
+Trainable params: {'dynamics': ...} plus {'lam': ...} when co-training. Frozen params (tokenizer,
+and the LAM when frozen) are loaded on the host with `frozen_params()` - params only, no
+optimizer - and are never part of the checkpointed train state.
+
+Frozen params reach the traced methods through `self.frozen`: a trainer with the frozen-params
+hook calls `stage.bind(frozen)` inside its jitted functions (so they are jit arguments, sharded);
+without the hook the stage loads them itself at trace time and they become jit constants
+(fine for small models, wasteful for large ones).
+"""
+from __future__ import annotations
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genie_jax.errors import UserError
+from genie_jax.models.dynamics import Dynamics, maskgit_loss, random_mask
+from genie_jax.models.lam import LatentActionModel, lam_loss
+from genie_jax.models.tokenizer import Tokenizer, to_unit_float
+from genie_jax.models.vq import restart_dead_codes
+from genie_jax.stages.base import Stage
+from genie_jax.stages.lam import build_lam
+from genie_jax.stages.tokenizer import build_tokenizer
+from genie_jax.train.frozen import abstract_params, expected_meta, load_params
+
+LAM_MODES = ("frozen", "cotrain")
+
+
+def build_dynamics(model_cfg) -> Dynamics:
+    kw = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
+    kw["image_size"] = tuple(kw["image_size"])
+    return Dynamics(**kw)
+
+
+def encode_tokens(tokenizer: Tokenizer, tok_params, frames_BTHWC) -> jax.Array:
+    """Frozen tokenizer: frames -> tokens [B,T,N] (int32, no gradient)."""
+    # vq_stats is made mutable only so the quantiser can create its (unused) statistics.
+    (_, tokens, _), _ = tokenizer.apply({"params": tok_params}, frames_BTHWC,
+                                        method=Tokenizer.encode, mutable=["vq_stats"])
+    return jax.lax.stop_gradient(tokens)
+
+
+def lam_actions(lam: LatentActionModel, lam_params, frames_BTHWC) -> jax.Array:
+    """Frozen LAM: frames [B,T,...] -> latent action codes [B,T-1]."""
+    codes, _ = lam.apply({"params": lam_params}, frames_BTHWC, method=LatentActionModel.actions,
+                         mutable=["vq_stats"])
+    return jax.lax.stop_gradient(codes)
+
+
+def check_dynamics_config(config) -> None:
+    m, tok, lam = config.model, config.tokenizer.model, config.lam.model
+    if config.lam.mode not in LAM_MODES:
+        raise UserError(f"lam.mode must be one of {LAM_MODES}; got {config.lam.mode!r}")
+    want = {"model.num_codes": (m.num_codes, tok.num_codes, "tokenizer.model.num_codes"),
+            "model.num_actions": (m.num_actions, lam.num_codes, "lam.model.num_codes"),
+            "model.patch_size": (m.patch_size, tok.patch_size, "tokenizer.model.patch_size"),
+            "model.image_size": (tuple(m.image_size), tuple(tok.image_size),
+                                 "tokenizer.model.image_size"),
+            "lam.model.image_size": (tuple(lam.image_size), tuple(tok.image_size),
+                                     "tokenizer.model.image_size")}
+    bad = [f"{k}={a} but {other}={b}" for k, (a, b, other) in want.items() if a != b]
+    if bad:
+        raise UserError("inconsistent dynamics config: " + "; ".join(bad))
+
+
+class DynamicsStage(Stage):
+    name = "dynamics"
+    shape_sections = ("model", "tokenizer", "lam")
+
+    def __init__(self, config):
+        super().__init__(config)
+        check_dynamics_config(config)
+        self.model = build_dynamics(config.model)
+        self.tokenizer = build_tokenizer(config.tokenizer.model)
+        self.lam = build_lam(config.lam.model)
+        self.cotrain = config.lam.mode == "cotrain"
+        self.frozen = None
+
+    # ---- frozen params (host side) ---------------------------------------------------------
+    def frozen_params(self, mesh=None, rules=None) -> dict:
+        """Load the frozen tokenizer (and LAM unless co-trained): params only, sharded by their
+        logical names when a mesh is given. -> {'tokenizer': ..., ['lam': ...]}."""
+        cfg = self.config
+        H, W = cfg.tokenizer.model.image_size
+        frames = jax.ShapeDtypeStruct((1, 2, H, W, cfg.tokenizer.model.channels), np.uint8)
+        out = {}
+        ab = abstract_params(self.tokenizer, frames, mesh=mesh, rules=rules)
+        out["tokenizer"], _ = load_params(
+            cfg.tokenizer.workdir, ab, expected_meta("tokenizer", {"model": cfg.tokenizer.model}),
+            what="tokenizer.workdir")
+        if not self.cotrain:
+            ab = abstract_params(self.lam, frames, mesh=mesh, rules=rules)
+            out["lam"], _ = load_params(
+                cfg.lam.workdir, ab, expected_meta("lam", {"model": cfg.lam.model}),
+                what="lam.workdir")
+        return out
+
+    def bind(self, frozen) -> "DynamicsStage":
+        """A copy whose traced methods use `frozen` (e.g. jit arguments)."""
+        s = copy.copy(self)
+        s.frozen = frozen
+        return s
+
+    def _frozen(self) -> dict:
+        if self.frozen is None:  # no trainer hook: load once; becomes jit constants
+            self.frozen = self.frozen_params()
+        return self.frozen
+
+    # ---- host side -------------------------------------------------------------------------
+    def batch_spec(self, batch_size: int):
+        H, W = self.config.tokenizer.model.image_size
+        shape = (batch_size, self.config.data.num_frames, H, W,
+                 self.config.tokenizer.model.channels)
+        return {"frames": jax.ShapeDtypeStruct(shape, np.uint8)}
+
+    # ---- traced ----------------------------------------------------------------------------
+    def init(self, rng, batch):
+        r_dyn, r_lam = jax.random.split(rng)
+        frames = batch["frames"]
+        B, T = frames.shape[:2]
+        N = self.model.tokens_per_frame
+        tokens = jnp.zeros((B, T, N), jnp.int32)
+        actions = jnp.zeros((B, T - 1), jnp.int32)
+        dyn = self.model.init({"params": r_dyn, "dropout": r_dyn}, tokens, actions)
+        out = {"params": {"dynamics": dyn["params"]}}
+        if self.cotrain:
+            lam = self.lam.init({"params": r_lam, "vq": r_lam, "dropout": r_lam}, frames,
+                                train=True)
+            out["params"]["lam"] = lam["params"]
+            out["vq_stats"] = {"lam": lam["vq_stats"]}
+        return out
+
+    def _actions(self, params, model_state, frames, rng, train: bool):
+        """Latent actions [B,T-1] (+ LAM loss, metrics and new stats when co-training)."""
+        if not self.cotrain:
+            return lam_actions(self.lam, self._frozen()["lam"], frames), 0.0, {}, model_state
+        r_vq, r_drop = jax.random.split(rng)
+        (pred, codes, aux), new = self.lam.apply(
+            {"params": params["lam"], "vq_stats": model_state["vq_stats"]["lam"]}, frames,
+            train=train, rngs={"vq": r_vq, "dropout": r_drop}, mutable=["vq_stats"])
+        lloss, metrics = lam_loss(pred, frames, aux, self.config.loss.lam_vq_weight)
+        metrics["lam_counts"] = aux["counts"]
+        new_state = {**model_state, "vq_stats": {"lam": new["vq_stats"]}}
+        return jax.lax.stop_gradient(codes), lloss, metrics, new_state
+
+    def _masked_ce(self, params, tokens, actions, rng, train: bool):
+        r_mask, r_drop = jax.random.split(rng)
+        lc = self.config.loss
+        mask = random_mask(r_mask, tokens.shape, lc.mask_min, lc.mask_max)
+        inp = jnp.where(mask, self.model.mask_id, tokens)
+        logits = self.model.apply({"params": params["dynamics"]}, inp, actions, train=train,
+                                  rngs={"dropout": r_drop})
+        return maskgit_loss(logits, tokens, mask)
+
+    def loss(self, params, model_state, batch, rng):
+        r_lam, r_dyn = jax.random.split(rng)
+        frames = batch["frames"]
+        tokens = encode_tokens(self.tokenizer, self._frozen()["tokenizer"], frames)
+        actions, lloss, lmetrics, new_state = self._actions(params, model_state, frames, r_lam,
+                                                            train=True)
+        ce, metrics = self._masked_ce(params, tokens, actions, r_dyn, train=True)
+        loss = ce + self.config.loss.lam_weight * lloss
+        lmetrics = dict(lmetrics)
+        if "lam_counts" in lmetrics:
+            lmetrics["lam_batch_code_usage"] = jnp.mean(lmetrics.pop("lam_counts") > 0)
+        return loss, ({**metrics, **lmetrics}, new_state)
+
+    def after_update(self, params, model_state):
+        if not self.cotrain:
+            return params, model_state, {}
+        params, vq_stats, restarted = restart_dead_codes(
+            params, model_state.get("vq_stats", {}), self.config.loss.restart_dead_after)
+        return params, {**model_state, "vq_stats": vq_stats}, {"lam_codes_restarted": restarted}
+
+    def eval_step(self, params, model_state, batch):
+        frames = batch["frames"]
+        tokens = encode_tokens(self.tokenizer, self._frozen()["tokenizer"], frames)
+        rng = jax.random.PRNGKey(0)  # the same masks at every eval
+        actions, _, lmetrics, _ = self._actions(params, model_state, frames, rng, train=False)
+        ce, m = self._masked_ce(params, tokens, actions, rng, train=False)
+        B = frames.shape[0]
+        out = {"ce": ce * B, "masked_acc": m["masked_acc"] * B,
+               "count": jnp.asarray(B, jnp.float32)}
+        if self.cotrain:
+            out["lam_mse"] = lmetrics["lam_mse"] * B
+            out["action_counts"] = lmetrics["lam_counts"]
+        else:
+            out["action_counts"] = jnp.zeros((self.model.num_actions,), jnp.float32).at[
+                actions.reshape(-1)].add(1.0)
+        return out
+
+    def visualize(self, params, model_state, batch):
+        """Rows per clip: real frames; tokenizer reconstruction; the last frame predicted in one
+        MaskGIT pass (all its tokens masked, argmax) from the real earlier frames."""
+        frames = batch["frames"][:4]
+        fz = self._frozen()
+        tokens = encode_tokens(self.tokenizer, fz["tokenizer"], frames)
+        actions, _, _, _ = self._actions(params, model_state, frames, jax.random.PRNGKey(0),
+                                         train=False)
+        inp = tokens.at[:, -1].set(self.model.mask_id)
+        logits = self.model.apply({"params": params["dynamics"]}, inp, actions)
+        pred_tokens = tokens.at[:, -1].set(jnp.argmax(logits[:, -1], axis=-1))
+
+        def decode(t):
+            out, _ = self.tokenizer.apply({"params": fz["tokenizer"]}, t, method=Tokenizer.decode,
+                                          mutable=["vq_stats"])
+            return jnp.clip(out, 0, 1)
+
+        rows = jnp.stack([to_unit_float(frames), decode(tokens), decode(pred_tokens)], axis=1)
+        B, R, T, H, W, C = rows.shape
+        grid = rows.reshape(B * R, T, H, W, C).transpose(0, 2, 1, 3, 4).reshape(B * R * H, T * W, C)
+        return {"dynamics_last_frame": (grid * 255).round().astype(jnp.uint8)}
