@@ -54,15 +54,15 @@ def abstract_params(model: nn.Module, *init_args, mesh=None, rules=None, rngs=No
     rngs = rngs or {"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(0),
                     "dropout": jax.random.PRNGKey(0)}
 
-    def init():
-        return model.init(rngs, *init_args, **init_kwargs)["params"]
+    def init(*args):
+        return model.init(rngs, *args, **init_kwargs)["params"]
 
     if mesh is not None:
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            boxed = jax.eval_shape(init)
+            boxed = jax.eval_shape(init, *init_args)
             shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
     else:
-        boxed = jax.eval_shape(init)
+        boxed = jax.eval_shape(init, *init_args)
         one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: one, boxed,
                                  is_leaf=lambda x: isinstance(x, nn.Partitioned))

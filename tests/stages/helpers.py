@@ -1,0 +1,56 @@
+"""Fake finished runs (tokenizer, LAM) for stages and the sampler: params from init, saved the way
+the trainer saves them (orbax Composite with the full train state and meta)."""
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+from tests.conftest import REPO
+
+
+def test_config(name: str, arg: str = "size=test"):
+    sys.path.insert(0, REPO)
+    import importlib
+    return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
+
+
+def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
+    """Init the stage's model, save a checkpoint + config.json like a trainer run; -> params."""
+    from genie_jax.stages import get_stage
+    from genie_jax.train.checkpoint import Checkpointer
+    from genie_jax.train.frozen import expected_meta
+    stage = get_stage(stage_config)
+    spec = stage.batch_spec(1)
+    batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
+    v = dict(nn.unbox(stage.init(jax.random.PRNGKey(step), batch)))
+    params = v.pop("params")
+    tx = optax.adamw(1e-3)
+    state = {"step": jnp.asarray(step, jnp.int32), "params": params, "model_state": v,
+             "opt_state": tx.init(params), "rng": jax.random.PRNGKey(0),
+             "first_bad_step": jnp.asarray(-1, jnp.int32)}
+    os.makedirs(workdir, exist_ok=True)
+    ck = Checkpointer(os.path.join(workdir, "checkpoints"), keep=2, async_save=False)
+    sections = {s: stage_config[s] for s in stage.shape_sections}
+    ck.save(step, state, None, expected_meta(stage.name, sections), force=True)
+    ck.close()
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(stage_config.to_json_best_effort(indent=2))
+    return params
+
+
+def frames_batch(B: int, T: int, H: int, seed: int = 0):
+    """A small moving-square video: learnable structure, uint8 [B,T,H,H,3]."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    out = np.zeros((B, T, H, H, 3), np.uint8)
+    for b in range(B):
+        x, y = rng.integers(0, H - 4, 2)
+        dx = rng.choice([-1, 1])
+        for t in range(T):
+            xx = int(np.clip(x + dx * 2 * t, 0, H - 4))
+            out[b, t, y:y + 4, xx:xx + 4] = (255, 200, 50)
+    return out

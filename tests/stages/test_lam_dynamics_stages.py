@@ -1,0 +1,102 @@
+"""LAM and dynamics stages in-process: the loss runs and decreases on a tiny fixed batch."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+
+from genie_jax.errors import UserError
+from genie_jax.stages import get_stage
+from tests.stages.helpers import frames_batch, save_fake_run, test_config as _cfg
+
+
+def _train(stage, batch, steps=6, lr=3e-3):
+    v = dict(nn.unbox(stage.init(jax.random.PRNGKey(0), batch)))
+    params = v.pop("params")
+    model_state = v
+    tx = optax.adam(lr)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, model_state, opt, i):
+        (loss, (metrics, ms)), g = jax.value_and_grad(stage.loss, has_aux=True)(
+            params, model_state, batch, jax.random.fold_in(jax.random.PRNGKey(1), 0))
+        upd, opt = tx.update(g, opt, params)
+        params, ms, extra = stage.after_update(optax.apply_updates(params, upd), ms)
+        return params, ms, opt, loss, {**metrics, **extra}
+
+    losses = []
+    for i in range(steps):
+        params, model_state, opt, loss, metrics = step(params, model_state, opt, i)
+        losses.append(float(loss))
+    return losses, metrics, params, model_state
+
+
+def test_lam_stage_loss_decreases_and_reports_usage():
+    cfg = _cfg("lam")
+    stage = get_stage(cfg)
+    batch = {"frames": jnp.asarray(frames_batch(2, 4, 16))}
+    losses, metrics, _, _ = _train(stage, batch)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert {"lam_mse", "psnr", "lam_perplexity", "lam_batch_code_usage",
+            "codes_restarted"} <= set(metrics)
+    ev = stage.eval_step(*_train(stage, batch, steps=1)[2:], batch)
+    assert ev["action_counts"].shape == (6,) and float(ev["action_counts"].sum()) == 2 * 3
+
+
+@pytest.mark.parametrize("lam_mode", ["frozen", "cotrain"])
+def test_dynamics_stage_loss_decreases_on_frozen_tokenizer(tmp_path, lam_mode):
+    tok_dir, lam_dir = str(tmp_path / "tok"), str(tmp_path / "lam")
+    tok_params = save_fake_run(tok_dir, _cfg("tokenizer"))
+    if lam_mode == "frozen":
+        save_fake_run(lam_dir, _cfg("lam"))
+    cfg = _cfg("dynamics", f"size=test,tokenizer={tok_dir},lam={lam_dir},lam_mode={lam_mode}")
+    stage = get_stage(cfg)
+    frozen = stage.frozen_params()
+    assert set(frozen) == ({"tokenizer", "lam"} if lam_mode == "frozen" else {"tokenizer"})
+    for a, b in zip(jax.tree.leaves(frozen["tokenizer"]), jax.tree.leaves(tok_params)):
+        np.testing.assert_array_equal(a, b)
+    stage = stage.bind(frozen)
+    batch = {"frames": jnp.asarray(frames_batch(2, 4, 16))}
+    losses, metrics, params, model_state = _train(stage, batch, steps=6, lr=1e-2)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    assert {"ce", "masked_acc", "mask_frac"} <= set(metrics)
+    # Trainable params hold the dynamics (and the LAM only when co-trained); never the tokenizer.
+    assert set(params) == ({"dynamics"} if lam_mode == "frozen" else {"dynamics", "lam"})
+    if lam_mode == "cotrain":
+        assert "lam_mse" in metrics and "lam_codes_restarted" in metrics
+        assert "lam" in model_state["vq_stats"]
+    ev = stage.eval_step(params, model_state, batch)
+    assert float(ev["count"]) == 2 and 0 <= float(ev["masked_acc"]) <= 2
+    img = stage.visualize(params, model_state, batch)["dynamics_last_frame"]
+    assert img.dtype == jnp.uint8 and img.shape == (2 * 3 * 16, 4 * 16, 3)
+
+
+def test_dynamics_stage_refuses_mismatched_tokenizer_checkpoint(tmp_path):
+    tok_dir = str(tmp_path / "tok")
+    tok = _cfg("tokenizer")
+    tok.model.width = 48
+    save_fake_run(tok_dir, tok)
+    cfg = _cfg("dynamics", f"size=test,tokenizer={tok_dir},lam_mode=cotrain")
+    with pytest.raises(UserError, match="model.width"):
+        get_stage(cfg).frozen_params()
+
+
+def test_dynamics_config_consistency_is_checked():
+    cfg = _cfg("dynamics")
+    cfg.model.num_codes = 7
+    with pytest.raises(UserError, match="tokenizer.model.num_codes"):
+        get_stage(cfg)
+
+
+def test_action_mode_ablations_differ_only_in_action_mode():
+    base = _cfg("dynamics", "size=tiny").to_dict()
+    for mode in ("add", "token"):
+        c = _cfg(f"dynamics_action_{mode}", "size=tiny").to_dict()
+        assert c["model"].pop("action_mode") == mode
+        base_model = dict(base["model"])
+        base_model.pop("action_mode")
+        assert c["model"] == base_model
+        assert {k: v for k, v in c.items() if k != "model"} == \
+            {k: v for k, v in base.items() if k != "model"}
