@@ -116,7 +116,8 @@ class DynamicsStage(Stage):
 
     def _frozen(self) -> dict:
         if self.frozen is None:  # no trainer hook: load once; becomes jit constants
-            self.frozen = self.frozen_params()
+            with jax.ensure_compile_time_eval():  # may be called while tracing: load eagerly
+                self.frozen = self.frozen_params()
         return self.frozen
 
     # ---- host side -------------------------------------------------------------------------
