@@ -111,3 +111,22 @@ def test_infer_actions_and_prompt_actions(wm_dir):
         wm.reset(clip[:, :3], prompt_actions=jnp.zeros((2, 3), jnp.int32))
     with pytest.raises(UserError, match="max_frames"):
         WorldModel.load(wm_dir, max_frames=99)
+
+
+def test_load_cotrained_run_uses_its_own_lam(tmp_path):
+    tok, dyn = str(tmp_path / "tok"), str(tmp_path / "dyn")
+    save_fake_run(tok, _cfg("tokenizer"))
+    params = save_fake_run(dyn, _cfg("dynamics", f"size=test,tokenizer={tok},lam_mode=cotrain"))
+    wm = WorldModel.load(dyn, steps=1)
+    assert set(wm.params) == {"dynamics", "lam", "tokenizer"}
+    for a, b in zip(jax.tree.leaves(wm.params["lam"]), jax.tree.leaves(params["lam"])):
+        np.testing.assert_array_equal(a, b)
+    frames = rollout(wm, frames_batch(1, 3, 16), jnp.array([[1, 1]]))  # prompt actions via LAM
+    assert frames.shape == (1, 2, 16, 16, 3)
+
+
+def test_load_refuses_a_non_dynamics_run(tmp_path):
+    tok = str(tmp_path / "tok")
+    save_fake_run(tok, _cfg("tokenizer"))
+    with pytest.raises(UserError, match="not a dynamics run"):
+        WorldModel.load(tok)
