@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from genie_jax.errors import UserError
-from genie_jax.models.lam import LatentActionModel
 from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.stages.dynamics import DynamicsStage, encode_tokens, lam_actions
 from genie_jax.train.frozen import expected_meta, load_params, read_run_config

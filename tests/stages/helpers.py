@@ -1,6 +1,5 @@
 """Fake finished runs (tokenizer, LAM) for stages and the sampler: params from init, saved the way
 the trainer saves them (orbax Composite with the full train state and meta)."""
-import json
 import os
 import sys
 
