@@ -43,6 +43,15 @@ class Stage:
                     f"expects {tuple(spec.shape)} {np.dtype(spec.dtype)}; check data.resolution, "
                     f"data.num_frames, data.batch_size and model.image_size/model.channels")
 
+    def frozen_params(self, mesh=None, rules=None) -> dict:
+        """Host side, once per run: pretrained params this stage uses but does not train (e.g. a
+        frozen tokenizer), placed on `mesh` by their logical names. Never checkpointed."""
+        return {}
+
+    def bind(self, frozen) -> "Stage":
+        """The stage to use inside jitted functions, given `frozen` (jit arguments)."""
+        return self
+
     # ---- traced ----------------------------------------------------------------------------
     def init(self, rng: jax.Array, batch: Batch) -> dict:
         raise NotImplementedError

@@ -59,7 +59,8 @@ def strip_boxes(tree):
 # ------------------------------------------------------------------------------------------
 # Pure step functions (jitted once each in `Engine`).
 
-def train_step(state: dict, batch: dict, *, stage, tx) -> tuple[dict, dict]:
+def train_step(state: dict, batch: dict, frozen, *, stage, tx) -> tuple[dict, dict]:
+    stage = stage.bind(frozen)
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
 
@@ -89,12 +90,12 @@ def train_step(state: dict, batch: dict, *, stage, tx) -> tuple[dict, dict]:
     return new_state, metrics
 
 
-def eval_step(state: dict, batch: dict, *, stage) -> dict:
-    return stage.eval_step(state["params"], state["model_state"], batch)
+def eval_step(state: dict, batch: dict, frozen, *, stage) -> dict:
+    return stage.bind(frozen).eval_step(state["params"], state["model_state"], batch)
 
 
-def visualize_step(state: dict, batch: dict, *, stage) -> dict:
-    return stage.visualize(state["params"], state["model_state"], batch)
+def visualize_step(state: dict, batch: dict, frozen, *, stage) -> dict:
+    return stage.bind(frozen).visualize(state["params"], state["model_state"], batch)
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,6 +115,7 @@ class Engine:
     step_fn: Any
     eval_fn: Any
     vis_fn: Any
+    frozen: Any = None  # stage.frozen_params(): passed to every jitted fn, never checkpointed
 
     def context(self):
         return use_mesh(self.mesh, self.rules)
@@ -162,15 +164,18 @@ def build_engine(config, devices=None) -> Engine:
             strip_boxes(boxed), state_shardings)
         batch_shardings = {k: batch_sharding(mesh, len(s.shape)) for k, s in spec.items()}
         rep = replicated(mesh)
+        frozen = stage.frozen_params(mesh, rules)
+        frozen_shardings = jax.tree.map(lambda a: a.sharding, frozen)
         init_fn = jax.jit(lambda r: strip_boxes(init_state(r)), out_shardings=state_shardings)
         step_fn = jax.jit(functools.partial(train_step, stage=stage, tx=tx),
-                          in_shardings=(state_shardings, batch_shardings),
+                          in_shardings=(state_shardings, batch_shardings, frozen_shardings),
                           out_shardings=(state_shardings, rep), donate_argnums=(0,))
         eval_fn = jax.jit(functools.partial(eval_step, stage=stage),
-                          in_shardings=(state_shardings, batch_shardings), out_shardings=rep)
+                          in_shardings=(state_shardings, batch_shardings, frozen_shardings),
+                          out_shardings=rep)
         vis_fn = jax.jit(functools.partial(visualize_step, stage=stage), out_shardings=rep)
     return Engine(config, mesh, rules, stage, tx, schedule, abstract, state_shardings,
-                  batch_shardings, init_fn, step_fn, eval_fn, vis_fn)
+                  batch_shardings, init_fn, step_fn, eval_fn, vis_fn, frozen)
 
 
 def loader_options(config, *, seed: int, shuffle: bool = True) -> LoaderOptions:
@@ -256,7 +261,7 @@ def _held_out_batches(engine: Engine, config) -> list[dict]:
 def _evaluate(engine: Engine, state, eval_batches) -> dict:
     sums = None
     for b in eval_batches:
-        out = engine.eval_fn(state, b)
+        out = engine.eval_fn(state, b, engine.frozen)
         sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     return summarize_eval(jax.device_get(sums))
 
@@ -304,7 +309,7 @@ def _loop(engine: Engine, state, start: int, train_iter, eval_batches, ckpt: Che
         if first:
             stage.check_batch(local, config.data.batch_size // jax.process_count())
             first = False
-        state, metrics = engine.step_fn(state, engine.global_batch(local))
+        state, metrics = engine.step_fn(state, engine.global_batch(local), engine.frozen)
         pending.append(metrics)
         step += 1
         if step % tcfg.log_every == 0 or step == total:
@@ -319,7 +324,8 @@ def _loop(engine: Engine, state, start: int, train_iter, eval_batches, ckpt: Che
             last_eval = _evaluate(engine, state, eval_batches)
             history.append({"step": step, **last_eval})
             logger.scalars(step, "eval", last_eval)
-            logger.images(step, jax.device_get(engine.vis_fn(state, eval_batches[0])))
+            logger.images(step, jax.device_get(engine.vis_fn(state, eval_batches[0],
+                                                             engine.frozen)))
             print(f"eval @ {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in last_eval.items()),
                   flush=True)
         if step % ck_every == 0 and step < total:
@@ -342,7 +348,7 @@ def _loop(engine: Engine, state, start: int, train_iter, eval_batches, ckpt: Che
                       json.dumps(summary, indent=2).encode())
         if eval_batches:
             import imageio.v3 as iio
-            images = jax.device_get(engine.vis_fn(state, eval_batches[0]))
+            images = jax.device_get(engine.vis_fn(state, eval_batches[0], engine.frozen))
             for name, img in images.items():
                 path = os.path.join(workdir, f"{name}.png")
                 iio.imwrite(path + ".tmp.png", np.asarray(img))
