@@ -60,18 +60,18 @@ def bench_size(size: str, steps: int) -> dict:
         jax.block_until_ready(state)
         init_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        compiled = engine.step_fn.lower(state, batches[0]).compile()
+        compiled = engine.step_fn.lower(state, batches[0], engine.frozen).compile()
         compile_s = time.perf_counter() - t0
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops = float(cost.get("flops", 0.0))
         mem = compiled.memory_analysis()
-        state, m = compiled(state, batches[0])  # warm-up
+        state, m = compiled(state, batches[0], engine.frozen)  # warm-up
         jax.block_until_ready(m)
         times = []
         for i in range(steps):
             t = time.perf_counter()
-            state, m = compiled(state, batches[i % 2])
+            state, m = compiled(state, batches[i % 2], engine.frozen)
             jax.block_until_ready(m)
             times.append(time.perf_counter() - t)
     step_s = sorted(times)[len(times) // 2]

@@ -21,11 +21,14 @@ def main(argv):
     if _CONFIG.value is None or not _WORKDIR.value:
         raise UserError("train needs --config=FILE[:args] and --workdir=DIR")
     init_distributed()
+    import jax
     from genie_jax.train.trainer import NonFiniteError, train
     try:
         summary = train(_CONFIG.value, _WORKDIR.value)
     except NonFiniteError as e:
         raise UserError(str(e)) from e
+    if jax.process_index() != 0:
+        return
     ev = summary.get("eval", {})
     shown = "  ".join(f"{k} {v:.4g}" for k, v in ev.items())
     print(f"done: step {summary['step']}/{summary['total_steps']}"

@@ -343,12 +343,14 @@ def _loop(engine: Engine, state, start: int, train_iter, eval_batches, ckpt: Che
                "stopped_early": step < total, "train_seconds": train_seconds,
                "steps_per_s": (step - start) / max(train_seconds, 1e-9),
                "eval": last_eval, "eval_history": history}
+    # Every process joins the (collective) image computation; only process 0 writes.
+    images = (jax.device_get(engine.vis_fn(state, eval_batches[0], engine.frozen))
+              if eval_batches else {})
     if jax.process_index() == 0:
         _atomic_write(os.path.join(workdir, "summary.json"),
                       json.dumps(summary, indent=2).encode())
-        if eval_batches:
+        if images:
             import imageio.v3 as iio
-            images = jax.device_get(engine.vis_fn(state, eval_batches[0], engine.frozen))
             for name, img in images.items():
                 path = os.path.join(workdir, f"{name}.png")
                 iio.imwrite(path + ".tmp.png", np.asarray(img))
