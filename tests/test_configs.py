@@ -14,7 +14,8 @@ VARIANTS = {"tokenizer.py": ["size=tiny", "size=test", "size=coinrun"],
             "dynamics.py": ["size=tiny", "size=test", "size=coinrun",
                             "size=test,lam_mode=cotrain"],
             "dynamics_action_add.py": ["size=test"],
-            "dynamics_action_token.py": ["size=test"]}
+            "dynamics_action_token.py": ["size=test"],
+            "tokenizer_coinrun.py": ["size=cpu", "size=coinrun,dir=/data/x"]}
 
 
 def _load(path):

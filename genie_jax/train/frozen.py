@@ -97,7 +97,7 @@ def load_params(workdir: str, abstract: Any, meta: dict | None = None,
     restore_args = ocp.checkpoint_utils.construct_restore_args(item)
     last_err = None
     for s in reversed(steps):
-        step_dir = os.path.join(workdir, "checkpoints", str(s))
+        step_dir = os.path.join(os.path.abspath(workdir), "checkpoints", str(s))  # orbax: absolute
         try:
             saved = _read_meta(step_dir)
         except Exception as e:  # noqa: BLE001 - unreadable: try an older step

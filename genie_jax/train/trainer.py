@@ -211,6 +211,7 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 def train(config, workdir: str) -> dict:
     """Train `config.stage` in `workdir`, resuming from its latest good checkpoint."""
+    workdir = os.path.abspath(workdir)  # orbax (tensorstore) needs absolute paths
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     engine = build_engine(config)

@@ -27,7 +27,7 @@ def _records(workdir, split="train"):
 
 def test_tokenizer_has_a_pulse(tmp_path):
     wd = str(tmp_path / "run")
-    proc = run_cli(["train", CFG, f"--workdir={wd}"])
+    proc = run_cli(["train", CFG, "--workdir=run"], cwd=str(tmp_path))  # a relative workdir
     assert "done: step 12/12" in proc.stdout
     summary = json.load(open(os.path.join(wd, "summary.json")))
     assert summary["step"] == 12 and not summary["preempted"]
@@ -40,7 +40,7 @@ def test_tokenizer_has_a_pulse(tmp_path):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(wd, "tb")))
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["12", "4", "8"]
     # Running again resumes at the end and trains no further.
-    proc = run_cli(["train", CFG, f"--workdir={wd}"])
+    proc = run_cli(["train", CFG, "--workdir=run"], cwd=str(tmp_path))
     assert "resumed from" in proc.stdout and "done: step 12/12" in proc.stdout
 
 
