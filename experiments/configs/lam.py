@@ -2,57 +2,27 @@
 
 Run:
   genie-jax train --config=experiments/configs/lam.py:size=tiny --workdir=runs/lam
-Sizes:
-  tiny     32x32 procedural video, width 128, 2+2 layers: a CPU run in minutes
+Sizes (same video-model fields, data and schedule as the tokenizer config of that size):
+  tiny     32x32 procedural video, patch 4, width 128, 2+2 layers: a CPU run in minutes
   test     16x16, width 32, one layer each side: for tests only
   coinrun  64x64, patch 4 (as Genie's CoinRun study: 6 latent actions), width 512, 8+8 layers
 """
 import ml_collections
 
-from experiments.configs.base import get_base, parse_arg
+from experiments.configs import tokenizer
+from experiments.configs.base import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = parse_arg(arg, size="tiny")
-    c = get_base()
-    c.stage = "lam"
-    c.model = ml_collections.ConfigDict(dict(
-        image_size=(32, 32), channels=3, patch_size=4, width=128, depth=2, decoder_depth=2,
-        num_heads=4, mlp_ratio=4.0, dropout=0.0, num_codes=6, code_dim=32, commitment=0.25,
-        max_frames=16, dtype="float32", param_dtype="float32", remat=False,
-        attention_impl=ml_collections.FieldReference(None, field_type=str)))
-    c.loss = ml_collections.ConfigDict(dict(vq_weight=1.0, restart_dead_after=100))
     size = knobs["size"]
+    c = tokenizer.get_config(f"size={size}")
+    c.stage = "lam"
+    c.model.num_codes = 6
     if size == "tiny":
-        c.data.resolution = 32
-        c.data.num_frames = 4
+        c.model.patch_size = 4  # the LAM needs what changed, not pixel detail
         c.data.batch_size = 16
         c.train.steps = 3000
-    elif size == "test":  # seconds-long runs for the test suite
-        c.data.resolution = 16
-        c.data.num_frames = 4
-        c.data.batch_size = 8
-        c.data.train_episodes = 16
-        c.data.eval_episodes = 4
-        c.data.episode_length = 16
-        c.model.update(width=32, depth=1, decoder_depth=1, num_heads=2, code_dim=8, max_frames=8)
-        c.loss.restart_dead_after = 4
-        c.optim.warmup_steps = 2
-        c.train.steps = 12
-        c.train.log_every = 2
-        c.train.eval_every = 6
-        c.train.eval_batches = 1
-        c.checkpoint.every = 4
     elif size == "coinrun":
-        c.data.resolution = 64
-        c.data.num_frames = 16
         c.data.batch_size = 36
-        c.model.update(image_size=(64, 64), width=512, depth=8, decoder_depth=8, num_heads=8)
-        c.optim.lr = 3e-4
-        c.train.steps = 100_000
-        c.train.eval_every = 2000
-        c.checkpoint.every = 2000
-    else:
-        raise ValueError(f"unknown size {size!r} (tiny, test, coinrun)")
-    c.model.image_size = (c.data.resolution, c.data.resolution)
     return c
