@@ -41,3 +41,97 @@ def ssim(a_XHWC: jax.Array, b_XHWC: jax.Array, max_val: float = 1.0,
     cov = _blur(a * b, g) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return jnp.mean(s.reshape(-1, C, *s.shape[-2:]), axis=(1, 2, 3)).reshape(lead)
+
+
+# ---- evaluation metrics on host arrays (numpy; pure, hand-checkable) -------------------------
+
+def contingency_table(x, y):
+    """Counts [len(unique x), len(unique y)] of the pairs (x_i, y_i); pairs where either label is
+    negative (unknown) are dropped. -> (table int64, x labels, y labels)."""
+    import numpy as np
+    x, y = np.asarray(x).reshape(-1), np.asarray(y).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"label arrays differ in size: {x.shape} vs {y.shape}")
+    keep = (x >= 0) & (y >= 0)
+    x, y = x[keep], y[keep]
+    xs, xi = np.unique(x, return_inverse=True)
+    ys, yi = np.unique(y, return_inverse=True)
+    table = np.zeros((len(xs), len(ys)), np.int64)
+    np.add.at(table, (xi, yi), 1)
+    return table, xs, ys
+
+
+def entropy_of_counts(counts) -> float:
+    """Shannon entropy (nats) of the distribution given by non-negative counts."""
+    import numpy as np
+    c = np.asarray(counts, np.float64).reshape(-1)
+    n = c.sum()
+    if n <= 0:
+        return 0.0
+    p = c[c > 0] / n
+    return float(-np.sum(p * np.log(p)))
+
+
+def mutual_information(table) -> float:
+    """Mutual information (nats) between the row and column variables of a contingency table."""
+    import numpy as np
+    t = np.asarray(table, np.float64)
+    n = t.sum()
+    if n <= 0:
+        return 0.0
+    pxy = t / n
+    px, py = pxy.sum(1, keepdims=True), pxy.sum(0, keepdims=True)
+    nz = pxy > 0
+    return float(max(0.0, np.sum(pxy[nz] * np.log(pxy[nz] / (px @ py)[nz]))))
+
+
+def normalized_mutual_information(table) -> float:
+    """NMI = I(X;Y) / mean(H(X), H(Y)) (the arithmetic normalisation, as sklearn's default).
+
+    1 when one labelling determines the other (up to renaming), 0 when independent. Both
+    labellings constant: 1 (they agree trivially). Empty table: nan.
+    """
+    import numpy as np
+    t = np.asarray(table, np.float64)
+    if t.sum() <= 0:
+        return float("nan")
+    hx, hy = entropy_of_counts(t.sum(1)), entropy_of_counts(t.sum(0))
+    if hx + hy == 0:
+        return 1.0
+    return float(min(1.0, mutual_information(t) / (0.5 * (hx + hy))))
+
+
+def codebook_usage(counts) -> dict:
+    """How many codes of a codebook were chosen, from per-code counts [V].
+
+    -> {'num_codes', 'codes_used', 'usage' (fraction used), 'perplexity' (exp of the entropy of
+    the code distribution: V when uniform, 1 when one code takes everything)}."""
+    import numpy as np
+    c = np.asarray(counts, np.float64).reshape(-1)
+    used = int(np.sum(c > 0))
+    return {"num_codes": int(c.size), "codes_used": used, "usage": used / max(c.size, 1),
+            "perplexity": float(np.exp(entropy_of_counts(c)))}
+
+
+def per_step_mean(values_CS) -> list:
+    """Per-step mean over clips of a [clips, steps] array (NaN entries ignored) -> list[steps]."""
+    import numpy as np
+    v = np.asarray(values_CS, np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"expected [clips, steps], got shape {v.shape}")
+    return [float(x) for x in np.nanmean(v, axis=0)]
+
+
+def delta_psnr_per_step(psnr_inferred_CS, psnr_random_CS) -> list:
+    """Controllability per rollout step: mean over clips of PSNR(x_t, x̂_t with inferred actions)
+    minus PSNR(x_t, x̂_t with random actions). Inputs [clips, steps] -> list[steps]."""
+    import numpy as np
+    a, b = np.asarray(psnr_inferred_CS, np.float64), np.asarray(psnr_random_CS, np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"need two [clips, steps] arrays of one shape; got {a.shape}, {b.shape}")
+    return per_step_mean(a - b)
+
+
+def value_at_step(per_step: list, t: int):
+    """per_step[t-1] (t counts generated frames from 1), or None when the rollout is shorter."""
+    return per_step[t - 1] if 1 <= t <= len(per_step) else None

@@ -1,0 +1,354 @@
+"""Held-out evaluation of a dynamics run (with the tokenizer and LAM it uses): `genie-jax eval`.
+
+One clip of `prompt_frames + rollout_frames` frames is taken from each of the first `episodes`
+episodes of a held-out split (never 'train'; the start inside the episode is drawn from `seed`).
+On these clips:
+
+  tokenizer     reconstruction PSNR/SSIM (windows of data.num_frames frames, as trained) and
+                codebook usage (fraction of codes chosen, perplexity)
+  lam           latent actions of every transition (windows of data.num_frames frames, as the
+                dynamics saw them in training) and their codebook usage
+  rollout       prompt = the first K real frames (and the LAM actions between them); then one
+                WorldModel.step per frame with the LAM actions of the real clip; generated frame
+                s (1-based) is compared with real frame K-1+s: PSNR/SSIM per step
+  random        the same rollout (same prompt, same sampling seed) with uniformly random latent
+                actions
+  controllability  delta-PSNR per step = mean over clips of PSNR(inferred) - PSNR(random);
+                reported at t = `delta_t` generated frames (4, as Genie)
+  action_nmi    where true actions exist (>= 0): NMI between latent action a_t and the true
+                action of the same transition t -> t+1; for CoinRun also between a_t and the
+                6 behavioural classes of the 15 procgen actions
+
+Library functions here are host-side; the metric arithmetic lives in genie_jax.metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genie_jax import media
+from genie_jax.errors import UserError
+from genie_jax.metrics import (codebook_usage, contingency_table, delta_psnr_per_step,
+                               normalized_mutual_information, per_step_mean, psnr, ssim,
+                               value_at_step)
+from genie_jax.models.tokenizer import to_unit_float
+
+# procgen CoinRun: 15 actions that behave as 6 classes (GENIE_NOTES).
+COINRUN_CLASS_NAMES = ("LEFT", "LEFT+UP", "NOOP", "UP", "RIGHT", "RIGHT+UP")
+COINRUN_ACTION_CLASS = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5, 2, 2, 2, 2, 2, 2], np.int64)
+
+
+def coinrun_action_class(actions) -> np.ndarray:
+    """procgen CoinRun action ids (0..14) -> behavioural class ids (see COINRUN_CLASS_NAMES);
+    unknown (< 0 or > 14) -> -1."""
+    a = np.asarray(actions)
+    out = np.full(a.shape, -1, np.int64)
+    ok = (a >= 0) & (a < len(COINRUN_ACTION_CLASS))
+    out[ok] = COINRUN_ACTION_CLASS[a[ok]]
+    return out
+
+
+def episode_source_name(source, episode: int) -> str:
+    """'procgen:coinrun', 'ale:pong', a file path, 'procedural', ... ('' when unknown)."""
+    if hasattr(source, "metadata"):
+        meta = source.metadata(episode)
+        return str(meta.get("source") or meta.get("generator") or "")
+    return "procedural" if type(source).__name__ == "ProceduralVideo" else ""
+
+
+def is_coinrun(name: str) -> bool:
+    return name == "coinrun" or name.endswith(":coinrun")
+
+
+def action_nmi(latent_CA, true_CA, coinrun: bool) -> dict:
+    """NMI between latent and true actions of the same transitions ([clips, transitions]);
+    true actions < 0 (unknown) are left out."""
+    table, _, true_ids = contingency_table(latent_CA, true_CA)
+    out = {"pairs": int(table.sum()), "true_actions_seen": int(len(true_ids)),
+           "nmi": normalized_mutual_information(table) if table.sum() else None}
+    if coinrun:
+        ctable, _, _ = contingency_table(latent_CA, coinrun_action_class(true_CA))
+        out["class_nmi"] = normalized_mutual_information(ctable) if ctable.sum() else None
+        out["classes"] = list(COINRUN_CLASS_NAMES)
+    return out
+
+
+# ---- clip selection -------------------------------------------------------------------------
+
+def select_clips(lengths, num_episodes: int, clip_len: int, seed: int):
+    """First `num_episodes` episodes long enough for a clip; start drawn from `seed`.
+
+    -> (episode ids, start frames, number of too-short episodes skipped)."""
+    rng = np.random.default_rng(seed)
+    eps, starts, short = [], [], 0
+    for e, n in enumerate(np.asarray(lengths)):
+        if len(eps) >= num_episodes:
+            break
+        if n < clip_len:
+            short += 1
+            continue
+        eps.append(e)
+        starts.append(int(rng.integers(0, n - clip_len + 1)))
+    return eps, starts, short
+
+
+def load_clips(source, eps, starts, clip_len: int):
+    """-> frames uint8 [C, T, H, W, ch], actions int32 [C, T] (-1 where unknown)."""
+    frames, actions = [], []
+    for e, s in zip(eps, starts):
+        w = source.read_window(e, s, clip_len)
+        frames.append(np.asarray(w["frames"], np.uint8))
+        a = w.get("actions")
+        actions.append(np.full(clip_len, -1, np.int32) if a is None else np.asarray(a, np.int32))
+    return np.stack(frames), np.stack(actions)
+
+
+def window_starts(total: int, window: int) -> list[int]:
+    """Starts of windows of `window` frames that cover the transitions 0..total-2 of a clip:
+    consecutive windows share one frame; the last one is moved back to end at the clip's end."""
+    if window < 2 or total < 2:
+        raise ValueError(f"need window >= 2 and clip >= 2 frames; got {window}, {total}")
+    window = min(window, total)
+    starts = list(range(0, total - window + 1, window - 1))
+    if starts[-1] + window < total:
+        starts.append(total - window)
+    return starts
+
+
+def infer_actions_windowed(infer, frames_BTHWC, window: int) -> np.ndarray:
+    """Latent actions [B, T-1] of a clip of any length, from windows of `window` frames (fixed
+    shape: one compile). infer(frames [B, w, ...]) -> codes [B, w-1]."""
+    T = frames_BTHWC.shape[1]
+    window = min(window, T)
+    out = np.full((frames_BTHWC.shape[0], T - 1), -1, np.int64)
+    for s in window_starts(T, window):
+        out[:, s:s + window - 1] = np.asarray(infer(frames_BTHWC[:, s:s + window]))
+    return out
+
+
+# ---- evaluation ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class EvalSettings:
+    episodes: int = 32
+    rollout_frames: int = 10
+    prompt_frames: int = 1
+    seed: int = 0
+    split: str = "test"
+    batch_size: int = 8
+    delta_t: int = 4
+    steps: int | None = None          # MaskGIT steps (default: the run's sampling.steps)
+    temperature: float | None = None  # default: the run's sampling.temperature
+    grid_clips: int = 4
+    step: int | None = None           # checkpoint step (default: newest readable)
+
+
+def _pad_batch(x: np.ndarray, B: int) -> np.ndarray:
+    if len(x) == B:
+        return x
+    return np.concatenate([x, np.repeat(x[:1], B - len(x), axis=0)])
+
+
+def _check_settings(s: EvalSettings) -> None:
+    if s.split == "train":
+        raise UserError("eval runs on held-out data: --split must not be 'train' (use test or val)")
+    for name in ("episodes", "rollout_frames", "prompt_frames", "batch_size", "delta_t"):
+        if getattr(s, name) < 1:
+            raise UserError(f"--{name} must be >= 1; got {getattr(s, name)}")
+
+
+def open_heldout(cfg, split: str):
+    from genie_jax.data.sources import open_episode_source
+    if split == "train":
+        raise UserError("held-out data only: the split must not be 'train'")
+    try:
+        return open_episode_source(cfg.data, split)
+    except UserError:
+        raise
+    except (ValueError, IndexError) as e:
+        raise UserError(f"cannot open split {split!r} of the run's data "
+                        f"(data.source={cfg.data.source!r}): {e}") from None
+
+
+def load_world_model(workdir: str, *, steps=None, temperature=None, step=None):
+    """WorldModel.load with one-line errors that name the workdir."""
+    from genie_jax.sampling import WorldModel
+    if not os.path.isdir(workdir):
+        raise UserError(f"workdir {workdir!r} does not exist")
+    try:
+        return WorldModel.load(workdir, step=step, steps=steps, temperature=temperature)
+    except UserError as e:
+        msg = str(e)
+        raise UserError(msg if workdir in msg else f"{workdir}: {msg}") from None
+    except (KeyError, AttributeError, ValueError) as e:  # e.g. a config.json of another version
+        raise UserError(f"{workdir}: not a usable dynamics run ({type(e).__name__}: {e})") from None
+
+
+def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dict]:
+    """-> (results: JSON-able numbers and settings, artifacts: arrays for the plot/grid)."""
+    from genie_jax.train.frozen import checkpoint_steps
+
+    t_start = time.perf_counter()
+    s = settings
+    _check_settings(s)
+    wm = load_world_model(workdir, steps=s.steps, temperature=s.temperature, step=s.step)
+    if "lam" not in wm.params:
+        raise UserError(f"{workdir}: the run has no LAM params; cannot infer latent actions")
+    cfg = wm.config
+    K, S = s.prompt_frames, s.rollout_frames
+    clip_len = K + S
+    nf = int(cfg.data.num_frames)
+    source = open_heldout(cfg, s.split)
+    eps, starts, short = select_clips(source.episode_lengths(), s.episodes, clip_len, s.seed)
+    if not eps:
+        raise UserError(f"no {s.split!r} episode of the run's data has {clip_len} frames "
+                        f"(--prompt_frames + --rollout_frames); use shorter rollouts")
+    names = sorted({episode_source_name(source, e) for e in eps})
+    coinrun = bool(names) and all(is_coinrun(n) for n in names)
+    frames_all, true_all = load_clips(source, eps, starts, clip_len)
+    C = len(eps)
+    B = min(s.batch_size, C)
+    A = int(wm.dynamics.num_actions)
+    log(f"eval: {C} clips of {clip_len} frames from split {s.split!r} ({names or ['?']}); "
+        f"MaskGIT steps {wm.steps}, temperature {wm.temperature}")
+
+    tok = wm.tokenizer
+    tok_window = min(nf, clip_len, tok.max_frames)
+
+    @jax.jit
+    def recon_fn(params, frames):
+        (recon, tokens, _), _ = tok.apply({"params": params}, frames, mutable=["vq_stats"])
+        recon = jnp.clip(recon, 0, 1)
+        target = to_unit_float(frames)
+        return psnr(recon, target), ssim(recon, target), tokens
+
+    metric_fn = jax.jit(lambda a, b: (psnr(a, to_unit_float(b)), ssim(a, to_unit_float(b))))
+    lam_window = max(2, min(nf, wm.lam.max_frames, clip_len))
+    rng = np.random.default_rng(s.seed + 1)
+    random_actions = rng.integers(0, A, size=(C, S))
+
+    tok_psnr, tok_ssim, tok_counts = [], [], np.zeros(tok.num_codes)
+    latent = np.zeros((C, clip_len - 1), np.int64)
+    roll = {k: np.zeros((C, S)) for k in ("psnr_inf", "ssim_inf", "psnr_rand", "ssim_rand")}
+    G = min(s.grid_clips, C)
+    shown = {"inf": [], "rand": []}
+    for b0 in range(0, C, B):
+        n = min(B, C - b0)
+        fr = jnp.asarray(_pad_batch(frames_all[b0:b0 + n], B))
+        # tokenizer: non-overlapping windows of tok_window frames
+        for w0 in range(0, clip_len - tok_window + 1, tok_window):
+            p, q, tokens = recon_fn(wm.params["tokenizer"], fr[:, w0:w0 + tok_window])
+            tok_psnr.append(np.asarray(p)[:n].reshape(-1))
+            tok_ssim.append(np.asarray(q)[:n].reshape(-1))
+            tok_counts += np.bincount(np.asarray(tokens)[:n].reshape(-1),
+                                      minlength=tok.num_codes)[:tok.num_codes]
+        codes = infer_actions_windowed(wm.infer_actions, fr, lam_window)
+        latent[b0:b0 + n] = codes[:n]
+        prompt, real = fr[:, :K], fr[:, K:]
+        pa = jnp.asarray(codes[:, :K - 1], jnp.int32)
+        seed = s.seed + b0
+        for tag, acts in (("inf", codes[:, K - 1:K - 1 + S]),
+                          ("rand", _pad_batch(random_actions[b0:b0 + n], B))):
+            state = wm.reset(prompt, pa, seed=seed)
+            out = []
+            for t in range(S):
+                f, state = wm.step(state, jnp.asarray(acts[:, t], jnp.int32))
+                out.append(f)
+            gen = jnp.stack(out, axis=1)
+            p, q = metric_fn(gen, real)
+            roll[f"psnr_{tag}"][b0:b0 + n] = np.asarray(p)[:n]
+            roll[f"ssim_{tag}"][b0:b0 + n] = np.asarray(q)[:n]
+            if b0 < G:  # keep the first G clips for the grid
+                shown[tag].append(np.asarray(gen[:n]))
+    lam_counts = np.bincount(latent.reshape(-1), minlength=A)[:A]
+
+    psnr_inf, psnr_rand = per_step_mean(roll["psnr_inf"]), per_step_mean(roll["psnr_rand"])
+    ssim_inf, ssim_rand = per_step_mean(roll["ssim_inf"]), per_step_mean(roll["ssim_rand"])
+    dpsnr = delta_psnr_per_step(roll["psnr_inf"], roll["psnr_rand"])
+    true_tr = true_all[:, :-1]  # actions[t]: transition t -> t+1, as the latent a_t
+    has_true = bool(np.any(true_tr >= 0))
+    tok_use, lam_use = codebook_usage(tok_counts), codebook_usage(lam_counts)
+    steps_done = checkpoint_steps(workdir)
+    results = {
+        "workdir": os.path.abspath(workdir),
+        "checkpoint_step": s.step if s.step is not None else (steps_done[-1] if steps_done else None),
+        "settings": {
+            "split": s.split, "episodes_requested": s.episodes, "episodes": C,
+            "episodes_too_short": short, "seed": s.seed, "prompt_frames": K,
+            "rollout_frames": S, "batch_size": B, "maskgit_steps": wm.steps,
+            "temperature": wm.temperature, "schedule": wm.schedule,
+            "buffer_frames": wm.max_frames, "delta_t": s.delta_t,
+            "tokenizer_window": tok_window, "lam_window": lam_window,
+            "data_source": str(cfg.data.source), "data_dir": str(cfg.data.get("dir", "")),
+            "episode_sources": names,
+        },
+        "tokenizer": {"psnr": float(np.mean(np.concatenate(tok_psnr))),
+                      "ssim": float(np.mean(np.concatenate(tok_ssim))),
+                      "frames": int(sum(len(x) for x in tok_psnr)),
+                      "code_usage": tok_use["usage"], "code_perplexity": tok_use["perplexity"],
+                      "codes_used": tok_use["codes_used"], "num_codes": tok_use["num_codes"]},
+        "lam": {"code_usage": lam_use["usage"], "code_perplexity": lam_use["perplexity"],
+                "codes_used": lam_use["codes_used"], "num_codes": lam_use["num_codes"],
+                "code_counts": [int(c) for c in lam_counts]},
+        "rollout": {"psnr": float(np.mean(roll["psnr_inf"])),
+                    "ssim": float(np.mean(roll["ssim_inf"])),
+                    "psnr_per_step": psnr_inf, "ssim_per_step": ssim_inf,
+                    "random_actions": {"psnr": float(np.mean(roll["psnr_rand"])),
+                                       "ssim": float(np.mean(roll["ssim_rand"])),
+                                       "psnr_per_step": psnr_rand, "ssim_per_step": ssim_rand}},
+        "controllability": {"t": s.delta_t, "delta_psnr": value_at_step(dpsnr, s.delta_t),
+                            "delta_psnr_per_step": dpsnr},
+        "action_nmi": (dict(action_nmi(latent, true_tr, coinrun), coinrun=coinrun)
+                       if has_true else None),
+        "sampler_compiles": int(wm.trace_count),
+        "seconds": 0.0,
+    }
+    results["seconds"] = time.perf_counter() - t_start
+    artifacts = {"real": frames_all[:G], "generated": np.concatenate(shown["inf"])[:G],
+                 "generated_random": np.concatenate(shown["rand"])[:G],
+                 "prompt_frames": K, "psnr_inferred": psnr_inf, "psnr_random": psnr_rand}
+    return results, artifacts
+
+
+def rollout_rows(real, generated, generated_random, prompt_frames: int) -> np.ndarray:
+    """uint8 rows [3 * clips, T, H, W, C]: per clip the real clip, the rollout with inferred
+    actions and the rollout with random actions, the latter two after the real prompt frames."""
+    real = media.to_uint8(real)
+    K = prompt_frames
+    rows = []
+    for c in range(len(real)):
+        rows.append(real[c])
+        for g in (generated, generated_random):
+            rows.append(np.concatenate([real[c, :K], media.to_uint8(g[c])]))
+    return np.stack(rows)
+
+
+def write_outputs(out_dir: str, results: dict, artifacts: dict) -> dict[str, str]:
+    """eval.json, psnr_per_step.png, rollouts.png and rollouts.gif in out_dir (atomic writes)."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    paths["plot"] = media.write_png(os.path.join(out_dir, "psnr_per_step.png"), media.line_plot(
+        {"LAM-inferred actions": artifacts["psnr_inferred"],
+         "random actions": artifacts["psnr_random"]},
+        title=f"rollout PSNR vs ground truth ({results['settings']['episodes']} clips)",
+        xlabel="generated frame", ylabel="PSNR (dB)"))
+    rows = rollout_rows(artifacts["real"], artifacts["generated"], artifacts["generated_random"],
+                        artifacts["prompt_frames"])
+    H, W = rows.shape[2:4]
+    rows = media.upscale(rows, media.auto_scale(H, W, 64))
+    paths["grid"] = media.write_png(os.path.join(out_dir, "rollouts.png"), media.grid(rows))
+    # GIF: one frame per time step; per clip a row [real | inferred | random].
+    R3, T = rows.shape[:2]
+    per_clip = rows.reshape(R3 // 3, 3, T, *rows.shape[2:])
+    frames = np.stack([media.grid(per_clip[:, :, t]) for t in range(T)])
+    paths["gif"] = media.write_gif(os.path.join(out_dir, "rollouts.gif"), frames, fps=4)
+    results = dict(results, outputs={k: os.path.basename(v) for k, v in paths.items()})
+    paths["json"] = media.write_text(os.path.join(out_dir, "eval.json"),
+                                     json.dumps(results, indent=2))
+    return paths
