@@ -2,6 +2,8 @@
 
   genie-jax train --config=experiments/configs/tokenizer.py:size=tiny --workdir=runs/tok \
       [--config.train.steps=500 ...] [--coordinator_address=host:port --num_processes=N --process_id=I]
+  genie-jax eval --workdir=runs/dyn [--out=DIR --episodes=N --rollout_frames=T --seed=S]
+  genie-jax sample --workdir=runs/dyn --out=FILE.gif|.mp4 (--actions=0,3,1 | --from_clip=EPISODE)
   genie-jax data ...     (dataset tooling; see `genie-jax data --help`)
 """
 from __future__ import annotations
@@ -13,6 +15,8 @@ USAGE = """usage: genie-jax COMMAND [flags]
 
 commands:
   train   train the stage named by --config (resumes from --workdir)
+  eval    held-out metrics of a dynamics run (PSNR/SSIM, delta-PSNR, codebook usage, NMI)
+  sample  roll a dynamics run out into a GIF/MP4 (given or LAM-inferred latent actions)
   data    convert videos / generate game datasets (genie-jax data --help)
 """
 
@@ -34,6 +38,11 @@ def run(argv: list[str] | None = None) -> None:
     if command == "train":
         from genie_jax.commands import train_cmd
         train_cmd.run([argv[0]] + rest)
+        return
+    if command in ("eval", "sample"):
+        import importlib
+        mod = importlib.import_module(f"genie_jax.commands.{command}_cmd")
+        mod.run([argv[0]] + rest)
         return
     _fail(f"unknown command {command!r}\n{USAGE}")
 

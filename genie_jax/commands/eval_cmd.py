@@ -1,0 +1,71 @@
+"""`genie-jax eval`: held-out metrics of a dynamics run (see genie_jax/evaluation.py).
+
+  genie-jax eval --workdir=runs/dyn [--out=runs/dyn/eval] [--episodes=32] [--rollout_frames=10]
+      [--prompt_frames=1] [--seed=0] [--split=test] [--steps=S] [--temperature=X]
+
+Writes eval.json, psnr_per_step.png, rollouts.png and rollouts.gif into --out.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from genie_jax.commands.common import parse_flags_or_die
+from genie_jax.errors import UserError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
+_OUT = flags.DEFINE_string("out", None, "output folder (default WORKDIR/eval)")
+_EPISODES = flags.DEFINE_integer("episodes", 32, "held-out episodes (one clip each)")
+_ROLLOUT = flags.DEFINE_integer("rollout_frames", 10, "frames generated per clip")
+_PROMPT = flags.DEFINE_integer("prompt_frames", 1, "real frames given as the prompt")
+_SEED = flags.DEFINE_integer("seed", 0, "clip starts, random actions and sampling")
+_SPLIT = flags.DEFINE_string("split", "test", "held-out split of the run's data (not train)")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "clips rolled out at once")
+_STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
+_TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
+_DELTA_T = flags.DEFINE_integer("delta_t", 4, "generated frame at which delta-PSNR is reported")
+_CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default: newest)")
+
+
+def main(argv):
+    del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if not _WORKDIR.value:
+        raise UserError("eval needs --workdir=DIR (a dynamics run)")
+    from genie_jax.evaluation import EvalSettings, evaluate, write_outputs
+    settings = EvalSettings(episodes=_EPISODES.value, rollout_frames=_ROLLOUT.value,
+                            prompt_frames=_PROMPT.value, seed=_SEED.value, split=_SPLIT.value,
+                            batch_size=_BATCH.value, delta_t=_DELTA_T.value, steps=_STEPS.value,
+                            temperature=_TEMP.value, step=_CKPT.value)
+    results, artifacts = evaluate(_WORKDIR.value, settings, log=lambda m: print(m, flush=True))
+    out = _OUT.value or os.path.join(_WORKDIR.value, "eval")
+    paths = write_outputs(out, results, artifacts)
+    r = results
+    nmi = r["action_nmi"]
+    nmi_txt = ("" if nmi is None else f"; action NMI {_fmt(nmi['nmi'])}"
+               + (f" (CoinRun classes {_fmt(nmi.get('class_nmi'))})" if "class_nmi" in nmi else ""))
+    print(f"tokenizer PSNR {r['tokenizer']['psnr']:.2f} SSIM {r['tokenizer']['ssim']:.3f} "
+          f"usage {r['tokenizer']['code_usage']:.2f}; rollout PSNR {r['rollout']['psnr']:.2f} "
+          f"SSIM {r['rollout']['ssim']:.3f} (random actions "
+          f"{r['rollout']['random_actions']['psnr']:.2f}); delta-PSNR@{r['controllability']['t']} "
+          f"{_fmt(r['controllability']['delta_psnr'])}; LAM usage {r['lam']['code_usage']:.2f}"
+          f"{nmi_txt}", flush=True)
+    print(f"wrote {paths['json']} (+ {', '.join(os.path.basename(paths[k]) for k in ('plot', 'grid', 'gif'))})",
+          flush=True)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def run(argv: list[str]) -> None:
+    def _main(a):
+        try:
+            main(a)
+        except UserError as e:
+            print(f"genie-jax: error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
+    app.run(_main, argv=argv, flags_parser=parse_flags_or_die)

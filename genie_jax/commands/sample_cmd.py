@@ -1,0 +1,58 @@
+"""`genie-jax sample`: a rollout of a dynamics run as a GIF or MP4 (see genie_jax/sample_video.py).
+
+  genie-jax sample --workdir=runs/dyn --out=rollout.gif --actions=0,3,1,1,2 [--prompt_frames=1]
+  genie-jax sample --workdir=runs/dyn --out=clip.mp4 --from_clip=3 [--frames=15]
+      [--steps=S --temperature=X --seed=N --split=test --fps=8 --scale=4]
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+from genie_jax.commands.common import parse_flags_or_die
+from genie_jax.errors import UserError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
+_OUT = flags.DEFINE_string("out", None, "output video: FILE.gif or FILE.mp4")
+_ACTIONS = flags.DEFINE_string("actions", None, "latent action ids, e.g. 0,3,1")
+_FROM_CLIP = flags.DEFINE_integer("from_clip", None,
+                                  "held-out episode whose LAM-inferred actions drive the rollout")
+_PROMPT = flags.DEFINE_integer("prompt_frames", 1, "real frames given as the prompt")
+_FRAMES = flags.DEFINE_integer("frames", 15, "--from_clip: frames to generate")
+_PROMPT_EP = flags.DEFINE_integer("prompt_episode", 0, "--actions: held-out episode of the prompt")
+_SPLIT = flags.DEFINE_string("split", "test", "held-out split the prompt comes from (not train)")
+_STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
+_TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
+_SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
+_FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the video")
+_SCALE = flags.DEFINE_integer("scale", 0, "nearest-neighbour upscale factor (0: automatic)")
+_CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default: newest)")
+
+
+def main(argv):
+    del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    if not _WORKDIR.value or not _OUT.value:
+        raise UserError("sample needs --workdir=DIR (a dynamics run) and --out=FILE.gif|.mp4")
+    from genie_jax.sample_video import SampleSettings, sample
+    s = SampleSettings(out=_OUT.value, actions=_ACTIONS.value, from_clip=_FROM_CLIP.value,
+                       prompt_frames=_PROMPT.value, frames=_FRAMES.value,
+                       prompt_episode=_PROMPT_EP.value, split=_SPLIT.value, steps=_STEPS.value,
+                       temperature=_TEMP.value, seed=_SEED.value, fps=_FPS.value,
+                       scale=_SCALE.value, step=_CKPT.value)
+    r = sample(_WORKDIR.value, s)
+    print(f"wrote {r['path']}: {r['prompt_frames']} prompt + {r['generated']} generated frames "
+          f"(x{r['scale']}{', real | generated' if r['side_by_side'] else ''}); "
+          f"actions {','.join(map(str, r['actions']))}", flush=True)
+
+
+def run(argv: list[str]) -> None:
+    def _main(a):
+        try:
+            main(a)
+        except UserError as e:
+            print(f"genie-jax: error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
+    app.run(_main, argv=argv, flags_parser=parse_flags_or_die)

@@ -1,0 +1,118 @@
+"""`genie-jax sample`: roll a dynamics run out from a held-out prompt and write a GIF or MP4.
+
+Either a given latent-action sequence (`--actions=0,3,1,...`, prompt = the first K frames of
+held-out episode `prompt_episode`) or the actions the LAM infers from held-out episode
+`from_clip` (then the video shows the real clip and the rollout side by side).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from genie_jax import media
+from genie_jax.errors import UserError
+
+
+def parse_actions(text: str, num_actions: int) -> list[int]:
+    """'0,3,1' -> [0, 3, 1]; one-line UserError for non-integers or ids outside [0, A)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise UserError("--actions is empty; give comma-separated latent action ids, e.g. 0,3,1")
+    try:
+        ids = [int(p) for p in parts]
+    except ValueError:
+        raise UserError(f"--actions must be comma-separated integers; got {text!r}") from None
+    bad = sorted({a for a in ids if not 0 <= a < num_actions})
+    if bad:
+        raise UserError(f"--actions has ids {bad} outside [0, {num_actions}): this run has "
+                        f"{num_actions} latent actions (model.num_actions)")
+    return ids
+
+
+@dataclasses.dataclass
+class SampleSettings:
+    out: str
+    actions: str | None = None
+    from_clip: int | None = None
+    prompt_frames: int = 1
+    frames: int = 15            # --from_clip: frames to generate (capped by the episode)
+    prompt_episode: int = 0     # --actions: held-out episode giving the prompt
+    split: str = "test"
+    steps: int | None = None
+    temperature: float | None = None
+    seed: int = 0
+    fps: float = 8.0
+    scale: int = 0              # 0: automatic (shorter side about 256 px)
+    step: int | None = None
+
+
+def check_settings(s: SampleSettings) -> None:
+    ext = os.path.splitext(s.out)[1].lower()
+    if ext not in media.VIDEO_EXTS:
+        raise UserError(f"--out must end in .gif or .mp4; got {s.out!r}")
+    if (s.actions is None) == (s.from_clip is None):
+        raise UserError("sample needs exactly one of --actions=0,3,1,... or --from_clip=EPISODE")
+    if s.prompt_frames < 1:
+        raise UserError(f"--prompt_frames must be >= 1; got {s.prompt_frames}")
+    if s.split == "train":
+        raise UserError("prompts come from held-out data: --split must not be 'train'")
+    if s.fps <= 0:
+        raise UserError(f"--fps must be > 0; got {s.fps}")
+
+
+def _read(source, episode: int, length: int, what: str) -> np.ndarray:
+    lengths = source.episode_lengths()
+    if not 0 <= episode < len(lengths):
+        raise UserError(f"{what}={episode} is not an episode of the held-out split "
+                        f"(it has {len(lengths)}: 0..{len(lengths) - 1})")
+    n = int(lengths[episode])
+    if n < length:
+        raise UserError(f"episode {episode} has {n} frames; {length} are needed")
+    return np.asarray(source.read_window(episode, 0, length)["frames"], np.uint8)
+
+
+def sample(workdir: str, s: SampleSettings, log=print) -> dict:
+    """-> {'path', 'actions', 'prompt_frames', 'generated', ...}; writes s.out."""
+    from genie_jax.evaluation import infer_actions_windowed, load_world_model, open_heldout
+    from genie_jax.train.frozen import read_run_config
+    check_settings(s)
+    if not os.path.isdir(workdir):
+        raise UserError(f"workdir {workdir!r} does not exist")
+    cfg = read_run_config(workdir)
+    if cfg.get("stage") != "dynamics":
+        raise UserError(f"{workdir} is a {cfg.get('stage')!r} run, not a dynamics run")
+    A = int(cfg.model.num_actions)
+    K = s.prompt_frames
+    actions = parse_actions(s.actions, A) if s.actions is not None else None  # before loading
+    wm = load_world_model(workdir, steps=s.steps, temperature=s.temperature, step=s.step)
+    source = open_heldout(cfg, s.split)
+    real = None
+    if actions is not None:
+        prompt = _read(source, s.prompt_episode, K, "--prompt_episode")[None]
+        prompt_actions = None  # inferred by the LAM from the prompt when K > 1
+    else:
+        n = int(source.episode_lengths()[s.from_clip]) if 0 <= s.from_clip < len(
+            source.episode_lengths()) else K + 1
+        S = max(1, min(s.frames, n - K))
+        clip = _read(source, s.from_clip, K + S, "--from_clip")[None]
+        window = max(2, min(int(cfg.data.num_frames), wm.lam.max_frames, K + S))
+        codes = infer_actions_windowed(wm.infer_actions, jnp.asarray(clip), window)[0]
+        actions = [int(a) for a in codes[K - 1:]]
+        prompt, prompt_actions, real = clip[:, :K], codes[None, :K - 1], clip[0]
+    state = wm.reset(jnp.asarray(prompt), prompt_actions, seed=s.seed)
+    out = []
+    for a in actions:
+        f, state = wm.step(state, a)
+        out.append(np.asarray(f[0]))
+    H, W = prompt.shape[2:4]
+    scale = s.scale or media.auto_scale(H, W)
+    video = media.upscale(np.concatenate([media.to_uint8(prompt[0]),
+                                          media.to_uint8(np.stack(out))]), scale)
+    if real is not None:  # real clip | prompt + rollout
+        video = media.hstack([media.upscale(media.to_uint8(real), scale), video], gap=4)
+    path = media.write_video(s.out, video, fps=s.fps)
+    return {"path": path, "actions": actions, "prompt_frames": K, "generated": len(out),
+            "scale": scale, "side_by_side": real is not None, "compiles": int(wm.trace_count)}
