@@ -348,7 +348,10 @@ def write_outputs(out_dir: str, results: dict, artifacts: dict) -> dict[str, str
     per_clip = rows.reshape(R3 // 3, 3, T, *rows.shape[2:])
     frames = np.stack([media.grid(per_clip[:, :, t]) for t in range(T)])
     paths["gif"] = media.write_gif(os.path.join(out_dir, "rollouts.gif"), frames, fps=4)
-    results = dict(results, outputs={k: os.path.basename(v) for k, v in paths.items()})
+    results = dict(results, outputs={
+        **{k: os.path.basename(v) for k, v in paths.items()},
+        "grid_rows": "per clip: real clip; rollout with LAM-inferred actions; rollout with random "
+                     "actions (their first prompt_frames columns are the real prompt)"})
     paths["json"] = media.write_text(os.path.join(out_dir, "eval.json"),
                                      json.dumps(results, indent=2))
     return paths
