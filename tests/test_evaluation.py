@@ -202,3 +202,11 @@ def test_video_writers_are_atomic_and_readable(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.gif", "b.mp4"]  # no temporaries left
     with pytest.raises(ValueError, match="gif or .mp4"):
         media.write_video(str(tmp_path / "c.avi"), frames)
+
+
+def test_eval_refuses_the_train_split_before_loading_anything(tmp_path):
+    from genie_jax.evaluation import EvalSettings, evaluate
+    with pytest.raises(UserError, match="held-out"):
+        evaluate(str(tmp_path / "no_run"), EvalSettings(split="train"))
+    with pytest.raises(UserError, match="rollout_frames"):
+        evaluate(str(tmp_path / "no_run"), EvalSettings(rollout_frames=0))

@@ -107,3 +107,34 @@ def test_trained_pipeline_has_a_pulse(tmp_path):
     _check_gif(gif, 4)
     bad = run_cli(["eval", f"--workdir={tok}"], check=False)  # a tokenizer run
     assert bad.returncode == 2 and "not a dynamics run" in bad.stderr and tok in bad.stderr
+
+
+def test_eval_on_coinrun_shards_reports_class_nmi(fake_dyn, tmp_path):
+    """A held-out ArrayRecord split whose episodes say they are procgen CoinRun: the latent
+    actions are compared with the true actions both raw and as the 6 behavioural classes."""
+    from genie_jax.data import shards
+    from genie_jax.evaluation import EvalSettings, evaluate, write_outputs
+    data = str(tmp_path / "coinrun")
+    w = shards.UnitWriter(os.path.join(data, shards.STAGING_DIR), "u0", (16, 16, 3),
+                          fractions=shards.parse_fractions("0,0,1"), record_frames=4)
+    rng = np.random.default_rng(0)
+    for e in range(2):
+        w.begin_episode(dict(source="procgen:coinrun", seed=e, fps=15.0, num_actions=15))
+        w.add(rng.integers(0, 256, (9, 16, 16, 3), dtype=np.uint8),
+              rng.integers(0, 15, 9).astype(np.int32))
+        w.end_episode()
+    w.commit()
+    shards.finalize(data)
+    root = os.path.dirname(fake_dyn)
+    cfg = _cfg("dynamics", f"size=test,tokenizer={root}/tok,lam={root}/lam")
+    cfg.data.source, cfg.data.dir = "arrayrecord", data
+    dyn = str(tmp_path / "dyn")
+    save_fake_run(dyn, cfg)
+    r, art = evaluate(dyn, EvalSettings(episodes=4, rollout_frames=4, batch_size=2, steps=1),
+                      log=lambda m: None)
+    assert r["settings"]["episodes"] == 2 and r["settings"]["episode_sources"] == ["procgen:coinrun"]
+    nmi = r["action_nmi"]
+    assert nmi["coinrun"] and nmi["pairs"] == 2 * 4 and 0 <= nmi["class_nmi"] <= 1
+    assert nmi["classes"][2] == "NOOP"
+    paths = write_outputs(str(tmp_path / "out"), r, art)
+    assert json.load(open(paths["json"]))["action_nmi"]["coinrun"] is True
