@@ -27,7 +27,6 @@ _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "side of the square matmul us
 
 def matmul_peak(n: int, dtype="float32", reps: int = 10) -> float:
     import jax
-    import jax.numpy as jnp
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
     f = jax.jit(lambda x, y: x @ y)

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 
 USAGE = """usage: genie-jax COMMAND [flags]

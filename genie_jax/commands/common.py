@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import flags
+from absl import app, flags, logging
 
 from genie_jax.errors import UserError
 
@@ -61,3 +61,20 @@ def parse_flags_or_die(argv: list[str]) -> list[str]:
         print(f"genie-jax: error: could not load the config ({type(e).__name__}: {e})",
               file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def quiet_logging() -> None:
+    """Orbax/grain INFO lines drown the progress lines; --verbosity brings them back."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
+def run_command(main, argv: list[str]) -> None:
+    """Run an absl `main`; a UserError becomes one line on stderr and exit code 2."""
+    def _main(a):
+        try:
+            main(a)
+        except UserError as e:
+            print(f"genie-jax: error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
+    app.run(_main, argv=argv, flags_parser=parse_flags_or_die)

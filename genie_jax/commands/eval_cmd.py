@@ -8,11 +8,10 @@ Writes eval.json, psnr_per_step.png, rollouts.png and rollouts.gif into --out.
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 
-from genie_jax.commands.common import parse_flags_or_die
+from genie_jax.commands.common import quiet_logging, run_command
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -31,8 +30,7 @@ _CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default:
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    quiet_logging()
     if not _WORKDIR.value:
         raise UserError("eval needs --workdir=DIR (a dynamics run)")
     from genie_jax.evaluation import EvalSettings, evaluate, write_outputs
@@ -62,10 +60,4 @@ def _fmt(x) -> str:
 
 
 def run(argv: list[str]) -> None:
-    def _main(a):
-        try:
-            main(a)
-        except UserError as e:
-            print(f"genie-jax: error: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-    app.run(_main, argv=argv, flags_parser=parse_flags_or_die)
+    run_command(main, argv)

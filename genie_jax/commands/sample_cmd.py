@@ -6,11 +6,10 @@
 """
 from __future__ import annotations
 
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 
-from genie_jax.commands.common import parse_flags_or_die
+from genie_jax.commands.common import quiet_logging, run_command
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -32,8 +31,7 @@ _CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default:
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    quiet_logging()
     if not _WORKDIR.value or not _OUT.value:
         raise UserError("sample needs --workdir=DIR (a dynamics run) and --out=FILE.gif|.mp4")
     from genie_jax.sample_video import SampleSettings, sample
@@ -49,10 +47,4 @@ def main(argv):
 
 
 def run(argv: list[str]) -> None:
-    def _main(a):
-        try:
-            main(a)
-        except UserError as e:
-            print(f"genie-jax: error: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-    app.run(_main, argv=argv, flags_parser=parse_flags_or_die)
+    run_command(main, argv)

@@ -1,12 +1,11 @@
 """`genie-jax train`: run the one trainer on the stage named by --config."""
 from __future__ import annotations
 
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from genie_jax.commands.common import init_distributed, parse_flags_or_die
+from genie_jax.commands.common import init_distributed, quiet_logging, run_command
 from genie_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:args]",
@@ -16,8 +15,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run folder: checkpoints, logs, 
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax/grain INFO lines drown the progress lines
+    quiet_logging()
     if _CONFIG.value is None or not _WORKDIR.value:
         raise UserError("train needs --config=FILE[:args] and --workdir=DIR")
     init_distributed()
@@ -37,10 +35,4 @@ def main(argv):
 
 
 def run(argv: list[str]) -> None:
-    def _main(a):
-        try:
-            main(a)
-        except UserError as e:
-            print(f"genie-jax: error: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-    app.run(_main, argv=argv, flags_parser=parse_flags_or_die)
+    run_command(main, argv)

@@ -232,7 +232,7 @@ def resize_frames(frames: np.ndarray, opts: ConvertOptions) -> np.ndarray:
         return frames
     from PIL import Image
     if opts.resize == "stretch":
-        size, box = (W, H), None
+        size = (W, H)
     else:
         scale = max(H / h, W / w) if opts.resize == "crop" else min(H / h, W / w)
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))

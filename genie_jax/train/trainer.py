@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 from flax import linen as nn
 
 from genie_jax.data.loader import LoaderOptions, make_iterator

@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from tests.conftest import REPO, TOKENIZER_CFG, run_cli
 

@@ -1,7 +1,6 @@
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from genie_jax.data import shards
