@@ -112,11 +112,8 @@ def main(_):
               flush=True)
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak process RSS: {results['peak_rss_mib']:.0f} MiB")
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    tmp = _OUT.value + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, _OUT.value)
+    from genie_jax.media import write_text
+    write_text(_OUT.value, json.dumps(results, indent=2))
     print(f"wrote {_OUT.value}")
 
 

@@ -154,11 +154,8 @@ def main(_):
               f"{r['backend_compiles_first_step']}/"
               f"{r['backend_compiles_during_timed_steps']}); dynamics params "
               f"{r['dynamics']['params'] / 1e6:.1f}M", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    tmp = _OUT.value + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, _OUT.value)
+    from genie_jax.media import write_text
+    write_text(_OUT.value, json.dumps(results, indent=2))
     print(f"wrote {_OUT.value}")
 
 

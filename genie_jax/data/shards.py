@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from genie_jax.errors import UserError
+from genie_jax.media import write_text
 
 DATASET_NAME = "genie_video"
 VERSION = "1.0.0"
@@ -128,13 +129,6 @@ def parse_fractions(text: str) -> dict[str, float]:
     if total <= 0:
         raise ValueError(f"split fractions sum to 0: {text!r}")
     return {k: out.get(k, 0.0) / total for k in SPLITS}
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,7 +277,7 @@ class UnitWriter:
         manifest = dict(format_version=FORMAT_VERSION, unit=self.unit, frame_shape=self.frame_shape,
                         record_frames=self.record_frames, shards=shards, episodes=self.episodes,
                         dropped_short=self.dropped_short, bytes=nbytes, **self.unit_meta)
-        _atomic_write_text(os.path.join(self.staging, self.unit + ".json"),
+        write_text(os.path.join(self.staging, self.unit + ".json"),
                            json.dumps(manifest, indent=1))
         return UnitResult(self.unit, len(self.episodes),
                           sum(e["num_frames"] for e in self.episodes), nbytes)
@@ -304,7 +298,7 @@ def check_options(out_dir: str, options: dict) -> None:
                 f"{out_dir} was written with different options {diff} (old, new); use another "
                 "--out or delete the directory")
     else:
-        _atomic_write_text(path, json.dumps(options, indent=1, sort_keys=True))
+        write_text(path, json.dumps(options, indent=1, sort_keys=True))
 
 
 def finalize(out_dir: str, description: str = "") -> dict[str, dict]:
@@ -364,7 +358,7 @@ def finalize(out_dir: str, description: str = "") -> dict[str, dict]:
         stats[split] = dict(episodes=len(episodes), frames=sum(e["num_frames"] for e in episodes),
                             shards=len(shards), bytes=nbytes)
 
-    _atomic_write_text(os.path.join(out_dir, INDEX_FILE), json.dumps(dict(
+    write_text(os.path.join(out_dir, INDEX_FILE), json.dumps(dict(
         format_version=FORMAT_VERSION, frame_shape=[H, W, C], record_frames=record_frames,
         splits=index)))
     ident = dataset_info.DatasetIdentity(name=DATASET_NAME, version=utils.Version(VERSION),

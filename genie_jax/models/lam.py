@@ -15,47 +15,23 @@ Indices in this file are 0-based: actions_B(T-1)[:, t] is the transition from fr
 """
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from genie_jax.models.st_transformer import STTransformer
-from genie_jax.models.tokenizer import (PositionalEmbedding, _dense, patchify, to_unit_float,
-                                        unpatchify)
+from genie_jax.models.tokenizer import (PositionalEmbedding, VideoVQModel, _dense, patchify,
+                                        to_unit_float, unpatchify)
 from genie_jax.models.vq import VectorQuantizer
 
 _ACT = ("act_batch", "act_frame", "act_patch", "act_embed")
 
 
-class LatentActionModel(nn.Module):
-    image_size: tuple[int, int] = (32, 32)
-    channels: int = 3
-    patch_size: int = 4
-    width: int = 128
-    depth: int = 2
-    decoder_depth: int = 2
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
+class LatentActionModel(VideoVQModel):
     num_codes: int = 6
-    code_dim: int = 32
-    commitment: float = 0.25
-    max_frames: int = 16
-    dtype: Any = "float32"
-    param_dtype: Any = "float32"
-    remat: bool = False
-    attention_impl: str | None = None
 
     def setup(self):
-        H, W = self.image_size
-        if H % self.patch_size or W % self.patch_size:
-            raise ValueError(f"image_size {tuple(self.image_size)} is not divisible by "
-                             f"patch_size {self.patch_size}")
-        dt, pdt = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
-        st = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
-                  dtype=dt, param_dtype=pdt, remat=self.remat, attention_impl=self.attention_impl)
+        dt, pdt, st = self.setup_common()
         self.embed_in = _dense(self.width, "patch_in", "embed", dt, pdt, "embed_in")
         self.action_token = self.param(
             "action_token", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed",)),
@@ -72,11 +48,7 @@ class LatentActionModel(nn.Module):
                                 dt, pdt, "to_pixels")
 
     def check_frames(self, frames_BTHWC: jax.Array) -> None:
-        want = (*self.image_size, self.channels)
-        if frames_BTHWC.ndim != 5 or tuple(frames_BTHWC.shape[2:]) != want:
-            raise ValueError(f"frames must be [batch, time, {want[0]}, {want[1]}, {want[2]}] "
-                             f"(lam model.image_size, model.channels); got "
-                             f"{tuple(frames_BTHWC.shape)}")
+        super().check_frames(frames_BTHWC)
         if frames_BTHWC.shape[1] < 2:
             raise ValueError(f"the LAM needs at least 2 frames; got {frames_BTHWC.shape[1]}")
 

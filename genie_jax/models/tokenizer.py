@@ -61,7 +61,8 @@ def _dense(features: int, in_name: str, out_name: str, dtype, param_dtype, name:
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_name,)))
 
 
-class Tokenizer(nn.Module):
+class VideoVQModel(nn.Module):
+    """Fields and helpers shared by the pixel models with a VQ bottleneck (tokenizer, LAM)."""
     image_size: tuple[int, int] = (32, 32)
     channels: int = 3
     patch_size: int = 4
@@ -80,7 +81,8 @@ class Tokenizer(nn.Module):
     remat: bool = False
     attention_impl: str | None = None
 
-    def setup(self):
+    def setup_common(self):
+        """Validate shapes; -> (compute dtype, param dtype, STTransformer kwargs)."""
         H, W = self.image_size
         if H % self.patch_size or W % self.patch_size:
             raise ValueError(f"image_size {tuple(self.image_size)} is not divisible by "
@@ -88,6 +90,21 @@ class Tokenizer(nn.Module):
         dt, pdt = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
         st = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
                   dtype=dt, param_dtype=pdt, remat=self.remat, attention_impl=self.attention_impl)
+        return dt, pdt, st
+
+    def check_frames(self, frames_BTHWC: jax.Array) -> None:
+        want = (*self.image_size, self.channels)
+        if frames_BTHWC.ndim != 5 or tuple(frames_BTHWC.shape[2:]) != want:
+            raise ValueError(f"frames must be [batch, time, {want[0]}, {want[1]}, {want[2]}] "
+                             f"({type(self).__name__} model.image_size, model.channels); got "
+                             f"{tuple(frames_BTHWC.shape)}")
+        if not (frames_BTHWC.dtype == jnp.uint8 or jnp.issubdtype(frames_BTHWC.dtype, jnp.floating)):
+            raise ValueError(f"frames must be uint8 or float in [0, 1]; got {frames_BTHWC.dtype}")
+
+
+class Tokenizer(VideoVQModel):
+    def setup(self):
+        dt, pdt, st = self.setup_common()
         self.embed_in = _dense(self.width, "patch_in", "embed", dt, pdt, "embed_in")
         self.pos_enc = PositionalEmbedding(self.max_frames, pdt)
         self.encoder = STTransformer(self.depth, **st)
@@ -98,14 +115,6 @@ class Tokenizer(nn.Module):
         self.decoder = STTransformer(self.decoder_depth, **st)
         self.to_pixels = _dense(self.patch_size ** 2 * self.channels, "embed", "patch_in",
                                 dt, pdt, "to_pixels")
-
-    def check_frames(self, frames_BTHWC: jax.Array) -> None:
-        want = (*self.image_size, self.channels)
-        if frames_BTHWC.ndim != 5 or tuple(frames_BTHWC.shape[2:]) != want:
-            raise ValueError(f"frames must be [batch, time, {want[0]}, {want[1]}, {want[2]}] "
-                             f"(model.image_size, model.channels); got {tuple(frames_BTHWC.shape)}")
-        if not (frames_BTHWC.dtype == jnp.uint8 or jnp.issubdtype(frames_BTHWC.dtype, jnp.floating)):
-            raise ValueError(f"frames must be uint8 or float in [0, 1]; got {frames_BTHWC.dtype}")
 
     def encode(self, frames_BTHWC: jax.Array, train: bool = False):
         """Frames -> (quantised latents [B,T,N,L], tokens [B,T,N], vq aux)."""

@@ -30,6 +30,7 @@ from flax import linen as nn
 
 from genie_jax.data.loader import LoaderOptions, make_iterator
 from genie_jax.errors import UserError
+from genie_jax.media import write_png, write_text
 from genie_jax.sharding import (batch_sharding, make_mesh, replicated, rules_from_config,
                                 use_mesh)
 from genie_jax.stages import get_stage
@@ -201,13 +202,6 @@ def summarize_eval(sums: dict) -> dict:
     return out
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def train(config, workdir: str) -> dict:
     """Train `config.stage` in `workdir`, resuming from its latest good checkpoint."""
     workdir = os.path.abspath(workdir)  # orbax (tensorstore) needs absolute paths
@@ -233,8 +227,8 @@ def train(config, workdir: str) -> dict:
             if state is None:
                 state, start = engine.init_fn(jax.random.PRNGKey(config.seed)), 0
                 if is_main:
-                    _atomic_write(os.path.join(workdir, "config.json"),
-                                  config.to_json_best_effort(indent=2).encode())
+                    write_text(os.path.join(workdir, "config.json"),
+                           config.to_json_best_effort(indent=2))
             else:
                 print(f"resumed from {ckpt.directory}/{start}", flush=True)
             eval_batches = _held_out_batches(engine, config)
@@ -335,8 +329,11 @@ def _loop(engine: Engine, state, start: int, train_iter, eval_batches, ckpt: Che
     if step > start:
         _check_finite(state, {})
         ckpt.save(step, state, train_iter, meta, force=True)
-    elif eval_batches and not last_eval:
+    if eval_batches and (not history or history[-1]["step"] != step):
+        # A run cut short (time limit, SIGTERM) or resumed at its end reports its final state.
         last_eval = _evaluate(engine, state, eval_batches)
+        history.append({"step": step, **last_eval})
+        logger.scalars(step, "eval", last_eval)
     ckpt.wait()
     logger.flush()
     summary = {"stage": stage.name, "step": step, "total_steps": total, "preempted": preempted,
@@ -347,12 +344,7 @@ def _loop(engine: Engine, state, start: int, train_iter, eval_batches, ckpt: Che
     images = (jax.device_get(engine.vis_fn(state, eval_batches[0], engine.frozen))
               if eval_batches else {})
     if jax.process_index() == 0:
-        _atomic_write(os.path.join(workdir, "summary.json"),
-                      json.dumps(summary, indent=2).encode())
-        if images:
-            import imageio.v3 as iio
-            for name, img in images.items():
-                path = os.path.join(workdir, f"{name}.png")
-                iio.imwrite(path + ".tmp.png", np.asarray(img))
-                os.replace(path + ".tmp.png", path)
+        write_text(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+        for name, img in images.items():
+            write_png(os.path.join(workdir, f"{name}.png"), np.asarray(img))
     return summary
