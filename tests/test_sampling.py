@@ -7,7 +7,7 @@ import pytest
 from genie_jax.errors import UserError
 from genie_jax.sampling import (WorldModel, infer_actions, maskgit_decode_frame, masked_counts,
                                 rollout)
-from tests.stages.helpers import frames_batch, save_fake_run, test_config as _cfg
+from tests.stages.helpers import frames_batch, save_fake_pipeline, save_fake_run, test_config as _cfg
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "square"])
@@ -46,12 +46,7 @@ def test_maskgit_decode_fills_the_frame_and_nothing_else(temperature):
 
 @pytest.fixture(scope="module")
 def wm_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    tok, lam, dyn = str(root / "tok"), str(root / "lam"), str(root / "dyn")
-    save_fake_run(tok, _cfg("tokenizer"))
-    save_fake_run(lam, _cfg("lam"))
-    save_fake_run(dyn, _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam}"))
-    return dyn
+    return save_fake_pipeline(tmp_path_factory.mktemp("runs"))
 
 
 def test_step_shapes_sliding_buffer_and_single_compile(wm_dir):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.commands.test_lam_dynamics_cmd import CFGS, FAST
 from tests.conftest import run_cli
-from tests.stages.helpers import save_fake_run, test_config as _cfg
+from tests.stages.helpers import save_fake_pipeline, save_fake_run, test_config as _cfg
 
 EVAL_FAST = ["--episodes=3", "--rollout_frames=5", "--batch_size=2", "--steps=2"]
 EVAL_KEYS = {"workdir", "checkpoint_step", "settings", "tokenizer", "lam", "rollout",
@@ -52,12 +52,7 @@ def _check_gif(path: str, frames: int):
 
 @pytest.fixture(scope="module")
 def fake_dyn(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    tok, lam, dyn = str(root / "tok"), str(root / "lam"), str(root / "dyn")
-    save_fake_run(tok, _cfg("tokenizer"))
-    save_fake_run(lam, _cfg("lam"))
-    save_fake_run(dyn, _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam}"))
-    return dyn
+    return save_fake_pipeline(tmp_path_factory.mktemp("runs"))
 
 
 def test_eval_and_sample_on_a_run(fake_dyn, tmp_path):

@@ -53,3 +53,12 @@ def frames_batch(B: int, T: int, H: int, seed: int = 0):
             xx = int(np.clip(x + dx * 2 * t, 0, H - 4))
             out[b, t, y:y + 4, xx:xx + 4] = (255, 200, 50)
     return out
+
+
+def save_fake_pipeline(root) -> str:
+    """Tokenizer, LAM and dynamics runs (random params) under `root`; -> the dynamics workdir."""
+    tok, lam, dyn = str(root / "tok"), str(root / "lam"), str(root / "dyn")
+    save_fake_run(tok, test_config("tokenizer"))
+    save_fake_run(lam, test_config("lam"))
+    save_fake_run(dyn, test_config("dynamics", f"size=test,tokenizer={tok},lam={lam}"))
+    return dyn
