@@ -79,6 +79,17 @@ def _writer(out_dir: str, unit: str, opts: GameOptions, meta: dict) -> shards.Un
         min_frames=opts.min_frames, unit_meta=meta)
 
 
+def _fill_unit(w: shards.UnitWriter, write_episodes) -> dict:
+    """Run `write_episodes()`, then commit the unit; any error aborts it (nothing half-written)."""
+    try:
+        write_episodes()
+        res = w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    return dict(episodes=res.episodes, frames=res.frames, bytes=res.bytes)
+
+
 def _remove_unit(staging: str, unit: str) -> None:
     os.remove(os.path.join(staging, unit + ".json"))  # manifest first: the unit is unfinished
     for split in shards.SPLITS:
@@ -212,7 +223,8 @@ def _coinrun_block(out_dir: str, unit: str, seeds: list[int], opts: GameOptions,
         if proc.returncode != 0:
             raise RuntimeError(f"procgen worker failed: {proc.stderr.strip()[-500:]}")
         w = _writer(out_dir, unit, opts, dict(generator=env_name, seeds=seeds))
-        try:
+
+        def episodes():
             for seed in seeds:
                 z = np.load(os.path.join(tmp, f"{env_name}-{seed}.npz"))
                 frames = resize_frames(z["frames"], opts.resize_opts())
@@ -222,11 +234,7 @@ def _coinrun_block(out_dir: str, unit: str, seeds: list[int], opts: GameOptions,
                                      sticky=opts.sticky, num_actions=int(z["num_actions"])))
                 w.add(frames, z["actions"])
                 w.end_episode()
-            res = w.commit()
-        except BaseException:
-            w.abort()
-            raise
-        return dict(episodes=res.episodes, frames=res.frames, bytes=res.bytes)
+        return _fill_unit(w, episodes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -264,7 +272,8 @@ def _atari_block(out_dir: str, unit: str, seeds: list[int], opts: GameOptions,
                  game: str = "", frameskip: int = 4) -> dict:
     ale_py = _import_ale()
     w = _writer(out_dir, unit, opts, dict(generator=f"ale:{game}", seeds=seeds))
-    try:
+
+    def episodes():
         for seed in seeds:
             ale = ale_py.ALEInterface()
             ale.setLoggerMode(ale_py.LoggerMode.Error)
@@ -290,11 +299,7 @@ def _atari_block(out_dir: str, unit: str, seeds: list[int], opts: GameOptions,
                                  action_names=[str(x).split(".")[-1] for x in actions_set]))
             w.add(resize_frames(np.stack(frames), opts.resize_opts()), np.array(acts, np.int32))
             w.end_episode()
-        res = w.commit()
-    except BaseException:
-        w.abort()
-        raise
-    return dict(episodes=res.episodes, frames=res.frames, bytes=res.bytes)
+    return _fill_unit(w, episodes)
 
 
 class _AtariRun:
