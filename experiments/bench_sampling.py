@@ -32,11 +32,17 @@ _STEPS = flags.DEFINE_integer("steps", 20, "timed WorldModel.step calls (after t
 _BATCH = flags.DEFINE_integer("batch", 1, "environments stepped at once")
 _PROMPT = flags.DEFINE_integer("prompt_frames", 1, "prompt frames")
 _SEED = flags.DEFINE_integer("seed", 0, "init and sampling seed")
+_KV = flags.DEFINE_list("kv_cache", ["true"], "true: temporal KV cache (default); false: the "
+                        "whole buffer per MaskGIT step; both: time each")
 
 
 def bench_config(size: str, resolution: int):
-    from experiments.configs.dynamics import get_config
-    cfg = get_config(f"size={size}")
+    if size == "cpu":  # the CPU CoinRun config that `make quickstart` trains
+        from experiments.configs.dynamics_coinrun import get_config
+        cfg = get_config()
+    else:
+        from experiments.configs.dynamics import get_config
+        cfg = get_config(f"size={size}")
     cfg.data.resolution = resolution
     for m in (cfg.tokenizer.model, cfg.lam.model, cfg.model):
         m.image_size = (resolution, resolution)
@@ -78,12 +84,13 @@ class CompileCounter:
             self.count += 1
 
 
-def bench_size(size: str, counter: CompileCounter) -> dict:
+def bench_size(size: str, counter: CompileCounter, kv_cache: bool) -> dict:
     import jax
     import numpy as np
     cfg = bench_config(size, _RES.value)
     t0 = time.perf_counter()
-    wm = random_world_model(cfg, _SEED.value, steps=_MASKGIT.value, temperature=_TEMP.value)
+    wm = random_world_model(cfg, _SEED.value, steps=_MASKGIT.value, temperature=_TEMP.value,
+                            kv_cache=kv_cache)
     jax.block_until_ready(wm.params)
     init_s = time.perf_counter() - t0
     B, K = _BATCH.value, _PROMPT.value
@@ -114,7 +121,7 @@ def bench_size(size: str, counter: CompileCounter) -> dict:
     n_dyn = sum(x.size for x in jax.tree.leaves(wm.params["dynamics"]))
     n_tok = sum(x.size for x in jax.tree.leaves(wm.params["tokenizer"]))
     return {
-        "size": size, "resolution": _RES.value, "batch": B, "prompt_frames": K,
+        "size": size, "kv_cache": kv_cache, "resolution": _RES.value, "batch": B, "prompt_frames": K,
         "maskgit_steps": wm.steps, "temperature": wm.temperature,
         "tokens_per_frame": wm.N, "buffer_frames": wm.max_frames,
         "dynamics": {"width": cfg.model.width, "depth": cfg.model.depth, "params": int(n_dyn)},
@@ -142,18 +149,25 @@ def main(_):
     print(f"devices: {jax.devices()}", flush=True)
     counter = CompileCounter()
     results = {"backend": jax.default_backend(), "device": str(jax.devices()[0]), "runs": []}
+    kv_modes = {"true": [True], "false": [False], "both": [True, False]}
+    bad = [k for k in _KV.value if k.lower() not in kv_modes]
+    if bad:
+        raise app.UsageError(f"--kv_cache takes {sorted(kv_modes)}; got {bad}")
+    modes = [m for k in _KV.value for m in kv_modes[k.lower()]]
     for size in _SIZES.value:
-        r = bench_size(size, counter)
-        results["runs"].append(r)
-        print(f"[{size}] {r['resolution']}x{r['resolution']}, {r['tokens_per_frame']} tokens/frame, "
-              f"{r['maskgit_steps']} MaskGIT steps, batch {r['batch']}: "
-              f"step {r['step_s_median'] * 1e3:.1f} ms median -> {r['frames_per_s']:.2f} frames/s; "
-              f"first step {r['first_step_s']:.1f} s (compile ~{r['compile_s_estimate']:.1f} s); "
-              f"recompiled later: {r['recompiled_after_first_step']} "
-              f"(traces {r['traces']}, XLA compiles in first/later steps "
-              f"{r['backend_compiles_first_step']}/"
-              f"{r['backend_compiles_during_timed_steps']}); dynamics params "
-              f"{r['dynamics']['params'] / 1e6:.1f}M", flush=True)
+        for kv in modes:
+            r = bench_size(size, counter, kv)
+            results["runs"].append(r)
+            print(f"[{size}, kv_cache={kv}] {r['resolution']}x{r['resolution']}, "
+                  f"{r['tokens_per_frame']} tokens/frame, "
+                  f"{r['maskgit_steps']} MaskGIT steps, batch {r['batch']}: "
+                  f"step {r['step_s_median'] * 1e3:.1f} ms median -> {r['frames_per_s']:.2f} frames/s; "
+                  f"first step {r['first_step_s']:.1f} s (compile ~{r['compile_s_estimate']:.1f} s); "
+                  f"recompiled later: {r['recompiled_after_first_step']} "
+                  f"(traces {r['traces']}, XLA compiles in first/later steps "
+                  f"{r['backend_compiles_first_step']}/"
+                  f"{r['backend_compiles_during_timed_steps']}); dynamics params "
+                  f"{r['dynamics']['params'] / 1e6:.1f}M", flush=True)
     from genie_jax.media import write_text
     write_text(_OUT.value, json.dumps(results, indent=2))
     print(f"wrote {_OUT.value}")

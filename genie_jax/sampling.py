@@ -6,6 +6,10 @@
     frames = rollout(wm, prompt_frames, actions)  # actions [B, S] given up front
     codes = infer_actions(wm, clip)               # LAM latent actions [B, T-1] of a real clip
 
+Cost per frame: one context pass over the buffer caches the temporal keys/values of frames < t
+(causality: they cannot change), then each MaskGIT step runs the transformer on frame t alone,
+so a step costs about (M + steps) frame-passes rather than M * steps.
+
 Fixed shapes: the state holds a token buffer of `max_frames` frames [B, M, N], the actions of
 the transitions between them [B, M-1], the number of valid frames `length` and the rng. Each step
 writes the action for transition (length-1 -> length), MaskGIT-decodes frame `length` (the
@@ -58,19 +62,16 @@ def masked_counts(num_tokens: int, steps: int, schedule: str = "cosine") -> list
     return out
 
 
-def maskgit_decode_frame(logits_fn, tokens_BMN, t, rng, *, mask_id: int, steps: int,
-                         temperature: float, schedule: str):
-    """Fill frame t of the buffer by MaskGIT. logits_fn(tokens [B,M,N]) -> logits [B,M,N,V].
-
-    -> tokens [B,M,N] with frame t decoded (no mask_id left in it).
-    """
-    B, M, N = tokens_BMN.shape
+def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id: int,
+                         steps: int, temperature: float, schedule: str):
+    """Decode one frame by MaskGIT. logits_fn(frame tokens [B,N], mask_id where masked) ->
+    logits [B,N,V]. -> tokens [B,N] (no mask_id left)."""
+    B, N = batch, num_tokens
     counts = jnp.asarray(masked_counts(N, steps, schedule), jnp.int32)
 
     def body(s, carry):
         frame_BN, masked_BN = carry
-        buf = jax.lax.dynamic_update_slice(tokens_BMN, frame_BN[:, None], (0, t, 0))
-        logits_BNV = jax.lax.dynamic_index_in_dim(logits_fn(buf), t, axis=1, keepdims=False)
+        logits_BNV = logits_fn(frame_BN)
         r_sample, r_choice = jax.random.split(jax.random.fold_in(rng, s))
         if temperature > 0:
             sampled_BN = jax.random.categorical(r_sample, logits_BNV / temperature, axis=-1)
@@ -89,17 +90,21 @@ def maskgit_decode_frame(logits_fn, tokens_BMN, t, rng, *, mask_id: int, steps: 
 
     init = (jnp.full((B, N), mask_id, jnp.int32), jnp.ones((B, N), bool))
     frame_BN, _ = jax.lax.fori_loop(0, steps, body, init)
-    return jax.lax.dynamic_update_slice(tokens_BMN, frame_BN[:, None], (0, t, 0))
+    return frame_BN
 
 
 class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
                  temperature: float | None = None, schedule: str | None = None,
-                 max_frames: int | None = None):
-        """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}."""
+                 max_frames: int | None = None, kv_cache: bool = True):
+        """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
+        kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference)."""
+        self.kv_cache = bool(kv_cache)
         self.config = config
         stage = DynamicsStage(config)
-        self.dynamics, self.tokenizer, self.lam = stage.model, stage.tokenizer, stage.lam
+        # remat only saves training memory; the sampler's passes are forward-only.
+        self.dynamics = stage.model.clone(remat=False)
+        self.tokenizer, self.lam = stage.tokenizer, stage.lam
         self.params = params
         sc = config.get("sampling", {})
         self.steps = int(steps if steps is not None else sc.get("steps", 8))
@@ -142,8 +147,23 @@ class WorldModel:
         return cls(cfg, params, **kw)
 
     # ---- traced ----------------------------------------------------------------------------
-    def _logits(self, params, tokens_BMN, actions_BA):
-        return self.dynamics.apply({"params": params["dynamics"]}, tokens_BMN, actions_BA)
+    def _kv_cache(self, params, tokens_BMN, actions_BA):
+        """Context pass over the buffer: the temporal keys/values of every layer (the logits
+        head is dead code here and XLA drops it)."""
+        _, cache = self.dynamics.apply({"params": params["dynamics"]}, tokens_BMN, actions_BA,
+                                       mutable=["kv_cache"])
+        return cache["kv_cache"]
+
+    def _full_logits(self, params, tokens_BMN, frame_BN, actions_BA, t):
+        buf = jax.lax.dynamic_update_slice(tokens_BMN, frame_BN[:, None], (0, t, 0))
+        logits = self.dynamics.apply({"params": params["dynamics"]}, buf, actions_BA)
+        return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
+
+    def _frame_logits(self, params, kv_cache, frame_BN, actions_BA, t):
+        """One-frame pass at buffer slot t against the cache -> logits [B,N,V]."""
+        logits = self.dynamics.apply({"params": params["dynamics"], "kv_cache": kv_cache},
+                                     frame_BN[:, None], actions_BA, kv_slot=t)
+        return logits[:, 0]
 
     def _decode_frame(self, params, tokens_BMN, t):
         safe = jnp.minimum(tokens_BMN, self.dynamics.num_codes - 1)  # mask slots are never read
@@ -178,9 +198,17 @@ class WorldModel:
         tokens = jax.lax.dynamic_update_slice(
             tokens, jnp.full((tokens.shape[0], 1, self.N), mask_id, jnp.int32), (0, t, 0))
         rng, r_step = jax.random.split(state["rng"])
-        tokens = maskgit_decode_frame(lambda buf: self._logits(params, buf, actions), tokens, t,
-                                      r_step, mask_id=mask_id, steps=self.steps,
-                                      temperature=self.temperature, schedule=self.schedule)
+        # Frames < t are fixed during the MaskGIT steps: one context pass caches their temporal
+        # keys/values, then each step runs the transformer on frame t alone.
+        if self.kv_cache:
+            kv_cache = self._kv_cache(params, tokens, actions)
+            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t)  # noqa: E731
+        else:  # reference path: the whole buffer at every MaskGIT step
+            logits_fn = lambda f: self._full_logits(params, tokens, f, actions, t)  # noqa: E731
+        frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
+                                        mask_id=mask_id, steps=self.steps,
+                                        temperature=self.temperature, schedule=self.schedule)
+        tokens = jax.lax.dynamic_update_slice(tokens, frame_BN[:, None], (0, t, 0))
         frame = self._decode_frame(params, tokens, t)
         return frame, {"tokens": tokens, "actions": actions, "length": t + 1, "rng": rng}
 

@@ -68,17 +68,26 @@ class Dynamics(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_BTN: jax.Array, actions_BA: jax.Array,
-                 train: bool = False) -> jax.Array:
-        """tokens [B,T,N] (mask_id where masked), actions [B,T-1] -> logits [B,T,N,V] (V=num_codes)."""
+                 train: bool = False, kv_slot=None) -> jax.Array:
+        """tokens [B,T,N] (mask_id where masked), actions [B,T-1] -> logits [B,T,N,V] (V=num_codes).
+
+        Sampler's one-frame pass (see models/st_transformer.py, temporal KV cache): kv_slot=t,
+        tokens [B,1,N] of buffer frame t, actions [B,M-1] of the whole buffer, and the
+        'kv_cache' collection from a full pass over that buffer -> logits [B,1,N,V] of frame t.
+        """
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}; got {self.action_mode!r}")
         B, T, N = tokens_BTN.shape
         if N != self.tokens_per_frame:
             raise ValueError(f"got {N} tokens per frame but image_size {tuple(self.image_size)} "
                              f"and patch_size {self.patch_size} give {self.tokens_per_frame}")
-        if actions_BA.shape != (B, T - 1):
+        if kv_slot is None and actions_BA.shape != (B, T - 1):
             raise ValueError(f"actions must be [batch, frames-1] = {(B, T - 1)} (one per "
                              f"transition); got {tuple(actions_BA.shape)}")
+        if kv_slot is not None and (T != 1 or actions_BA.shape[0] != B):
+            raise ValueError(f"a one-frame pass takes tokens [batch, 1, N] and the buffer's "
+                             f"actions [batch, M-1]; got {tuple(tokens_BTN.shape)} and "
+                             f"{tuple(actions_BA.shape)}")
         dt, pdt = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
         D = self.width
         init = nn.initializers.normal(0.02)
@@ -88,16 +97,20 @@ class Dynamics(nn.Module):
         act_emb_AD = self.param("action_embed", nn.with_logical_partitioning(init, ("codes", "embed")),
                                 (self.num_actions + 1, D), pdt)
         x_BTND = jnp.take(tok_emb_VD.astype(dt), tokens_BTN, axis=0)
-        a_BTD = jnp.take(act_emb_AD.astype(dt), shift_actions(actions_BA, self.num_actions), axis=0)
+        made_by_BT = shift_actions(actions_BA, self.num_actions)
+        if kv_slot is not None:
+            made_by_BT = jax.lax.dynamic_slice_in_dim(made_by_BT, kv_slot, 1, axis=1)
+        a_BTD = jnp.take(act_emb_AD.astype(dt), made_by_BT, axis=0)
         if self.action_mode == "token":
             x_BTND = jnp.concatenate([a_BTD[:, :, None], x_BTND], axis=2)
         else:
             x_BTND = x_BTND + a_BTD[:, :, None]
         x_BTND = nn.with_logical_constraint(x_BTND, _ACT)
-        x_BTND = PositionalEmbedding(self.max_frames, pdt, name="pos")(x_BTND)
+        x_BTND = PositionalEmbedding(self.max_frames, pdt, name="pos")(
+            x_BTND, 0 if kv_slot is None else kv_slot)
         x_BTND = STTransformer(self.depth, self.num_heads, self.mlp_ratio, self.dropout, dt, pdt,
                                self.remat, self.attention_impl, name="transformer")(
-            x_BTND, deterministic=not train)
+            x_BTND, not train, kv_slot)
         if self.action_mode == "token":
             x_BTND = x_BTND[:, :, 1:]
         logits_BTNV = _dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)

@@ -3,6 +3,15 @@
 Each block is pre-norm: x += SpatialAttn(LN(x)); x += CausalTemporalAttn(LN(x)); x += MLP(LN(x)).
 Attention goes through jax.nn.dot_product_attention so the backend can pick a fused kernel
 (`attention_impl`: None lets XLA choose, 'cudnn' asks for cuDNN flash attention on GPU).
+
+Temporal KV cache (for the sampler). Causality means a frame's activations never depend on later
+frames, so when only frame t changes (MaskGIT steps) the keys/values of frames < t stay valid:
+  * context pass: call on the whole buffer with the 'kv_cache' collection mutable; every causal
+    (temporal) attention stores its keys and values [B*N, M, K, E] there;
+  * frame pass: call on the one frame t with `kv_slot=t` and that collection as input; each
+    temporal attention writes its own key/value into slot t of the cache and attends to slots
+    <= t. Spatial attention works within the frame as usual.
+The logits of the frame pass equal those of a full pass at frame t (tests/models/test_kv_cache.py).
 """
 from __future__ import annotations
 
@@ -32,7 +41,9 @@ class Attention(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x_BLD: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x_BLD: jax.Array, deterministic: bool, kv_slot=None) -> jax.Array:
+        """kv_slot: None for a full pass; else x holds one frame (L=1) at that buffer slot and the
+        keys/values of the other frames come from the 'kv_cache' collection (causal only)."""
         D = x_BLD.shape[-1]
         if D % self.num_heads:
             raise ValueError(f"model width {D} is not divisible by num_heads {self.num_heads}")
@@ -46,8 +57,22 @@ class Attention(nn.Module):
                                w_qkv.astype(self.dtype)) + b_qkv[:, None, None].astype(self.dtype)
         names = ("act_batch", None, "act_heads", "act_kv")
         q_BLKE, k_BLKE, v_BLKE = (nn.with_logical_constraint(a, names) for a in qkv_3BLKE)
-        out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_BLKE, v_BLKE, is_causal=self.causal,
-                                                implementation=self.attention_impl)
+        if self.causal and kv_slot is not None:
+            if not self.has_variable("kv_cache", "kv"):
+                raise ValueError("a one-frame pass (kv_slot) needs the 'kv_cache' collection of "
+                                 "a context pass over the buffer")
+            k_cache, v_cache = self.get_variable("kv_cache", "kv")
+            k_BMKE = jax.lax.dynamic_update_slice_in_dim(k_cache, k_BLKE, kv_slot, axis=1)
+            v_BMKE = jax.lax.dynamic_update_slice_in_dim(v_cache, v_BLKE, kv_slot, axis=1)
+            seen_M = jnp.arange(k_BMKE.shape[1]) <= kv_slot
+            out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_BMKE, v_BMKE,
+                                                    mask=seen_M[None, None, None, :],
+                                                    implementation=self.attention_impl)
+        else:
+            if self.causal and self.is_mutable_collection("kv_cache"):
+                self.put_variable("kv_cache", "kv", (k_BLKE, v_BLKE))
+            out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_BLKE, v_BLKE, is_causal=self.causal,
+                                                    implementation=self.attention_impl)
         w_out = self.param("out_kernel", nn.with_logical_partitioning(
             nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
                                              out_axis=2),
@@ -92,7 +117,7 @@ class STBlock(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x_BTND: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None) -> jax.Array:
         B, T, N, D = x_BTND.shape
         kw = dict(num_heads=self.num_heads, dropout=self.dropout, dtype=self.dtype,
                   param_dtype=self.param_dtype, attention_impl=self.attention_impl)
@@ -103,7 +128,7 @@ class STBlock(nn.Module):
         # Temporal: each patch position attends to itself in the current and earlier frames only.
         h = _ln("ln_time", self.dtype, self.param_dtype)(x_BTND)
         h = h.transpose(0, 2, 1, 3).reshape(B * N, T, D)
-        h = Attention(causal=True, name="time_attn", **kw)(h, deterministic)
+        h = Attention(causal=True, name="time_attn", **kw)(h, deterministic, kv_slot)
         x_BTND = nn.with_logical_constraint(
             x_BTND + h.reshape(B, N, T, D).transpose(0, 2, 1, 3), _ACT)
         h = _ln("ln_mlp", self.dtype, self.param_dtype)(x_BTND)
@@ -124,11 +149,14 @@ class STTransformer(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x_BTND: jax.Array, deterministic: bool = True) -> jax.Array:
-        block_cls = nn.remat(STBlock, static_argnums=(2,)) if self.remat else STBlock
+    def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None) -> jax.Array:
+        """kv_slot: see the module docstring (temporal KV cache); inference only."""
+        remat = self.remat and kv_slot is None
+        block_cls = nn.remat(STBlock, static_argnums=(2,)) if remat else STBlock
         x_BTND = nn.with_logical_constraint(x_BTND.astype(self.dtype), _ACT)
         for i in range(self.depth):
-            x_BTND = block_cls(self.num_heads, self.mlp_ratio, self.dropout, self.dtype,
-                               self.param_dtype, self.attention_impl, name=f"block{i}")(
-                x_BTND, deterministic)
+            block = block_cls(self.num_heads, self.mlp_ratio, self.dropout, self.dtype,
+                              self.param_dtype, self.attention_impl, name=f"block{i}")
+            x_BTND = block(x_BTND, deterministic) if kv_slot is None else block(
+                x_BTND, deterministic, kv_slot)
         return _ln("ln_out", self.dtype, self.param_dtype)(x_BTND)

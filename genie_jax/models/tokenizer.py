@@ -41,7 +41,8 @@ class PositionalEmbedding(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BTND: jax.Array) -> jax.Array:
+    def __call__(self, x_BTND: jax.Array, offset=0) -> jax.Array:
+        """offset: index of the first frame of x (may be traced; the sampler's one-frame pass)."""
         _, T, N, D = x_BTND.shape
         if T > self.max_frames:
             raise ValueError(f"got {T} frames but the model was built for at most "
@@ -51,8 +52,10 @@ class PositionalEmbedding(nn.Module):
                               (N, D), self.param_dtype)
         time_TD = self.param("time", nn.with_logical_partitioning(init, ("frame_pos", "embed")),
                              (self.max_frames, D), self.param_dtype)
+        time_TD = jax.lax.dynamic_slice_in_dim(time_TD, offset, T) if not (
+            isinstance(offset, int) and offset == 0) else time_TD[:T]
         return x_BTND + space_ND[None, None].astype(x_BTND.dtype) + \
-            time_TD[None, :T, None].astype(x_BTND.dtype)
+            time_TD[None, :, None].astype(x_BTND.dtype)
 
 
 def _dense(features: int, in_name: str, out_name: str, dtype, param_dtype, name: str) -> nn.Dense:
