@@ -4,23 +4,31 @@ Run:
   genie-jax data coinrun --out=data/coinrun --episodes=120 --length=300
   genie-jax train --config=experiments/configs/tokenizer_coinrun.py:dir=data/coinrun \
       --workdir=runs/tok_coinrun
-Knobs: dir (dataset directory), size (cpu: the tiny model on 64x64 frames with patch 4, i.e. a
-16x16 token grid; coinrun: Genie's CoinRun tokenizer).
+Knobs:
+  dir     dataset directory
+  size    cpu: the tiny model on 64x64 frames with patch 4, i.e. a 16x16 token grid;
+          coinrun: Genie's CoinRun tokenizer
+  budget  (size=cpu) quick: ~10 CPU minutes, the `make quickstart` stage; default: ~20 minutes;
+          quality: ~60 minutes, the first stage of the 2-hour CoinRun quality run
 """
 import ml_collections
 
 from experiments.configs import tokenizer
 from experiments.configs.base import parse_arg
 
+# Steps per budget at ~2.4 steps/s on 2 CPU cores; eval/checkpoint every quarter.
+CPU_STEPS = {"quick": 1400, "default": 3200, "quality": 8000}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = parse_arg(arg, size="cpu", dir="data/coinrun")
+    knobs = parse_arg(arg, size="cpu", dir="data/coinrun", budget="default")
     if knobs["size"] == "cpu":
         c = tokenizer.get_config("size=tiny")
         c.model.patch_size = 4
-        c.train.steps = 3200  # ~20 CPU minutes
-        c.train.eval_every = 800
-        c.checkpoint.every = 800
+        if knobs["budget"] not in CPU_STEPS:
+            raise ValueError(f"unknown budget {knobs['budget']!r} ({', '.join(CPU_STEPS)})")
+        c.train.steps = CPU_STEPS[knobs["budget"]]
+        c.train.eval_every = c.checkpoint.every = c.train.steps // 4
     elif knobs["size"] == "coinrun":
         c = tokenizer.get_config("size=coinrun")
     else:
