@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-all bench clean
+.PHONY: install quickstart quickstart-tokenizer test test-all bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The whole pipeline on a small generated CoinRun set, <= 30 minutes on 2 CPU cores.
 quickstart: $(STAMP)
+	$(PY) experiments/coinrun_pipeline.py --budget=quick
+
+# The tokenizer alone on the built-in procedural video (~10 minutes, > 30 dB).
+quickstart-tokenizer: $(STAMP)
 	$(VENV)/bin/genie-jax train --config=experiments/configs/tokenizer.py:size=tiny --workdir=runs/quickstart
 
 test: $(STAMP)

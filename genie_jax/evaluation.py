@@ -1,7 +1,8 @@
 """Held-out evaluation of a dynamics run (with the tokenizer and LAM it uses): `genie-jax eval`.
 
-One clip of `prompt_frames + rollout_frames` frames is taken from each of the first `episodes`
-episodes of a held-out split (never 'train'; the start inside the episode is drawn from `seed`).
+`clips_per_episode` non-overlapping clips of `prompt_frames + rollout_frames` frames are taken
+from each of the first `episodes` episodes of a held-out split (never 'train'; starts inside the
+episode are drawn from `seed`).
 On these clips:
 
   tokenizer     reconstruction PSNR/SSIM (windows of data.num_frames frames, as trained) and
@@ -81,20 +82,26 @@ def action_nmi(latent_CA, true_CA, coinrun: bool) -> dict:
 
 # ---- clip selection -------------------------------------------------------------------------
 
-def select_clips(lengths, num_episodes: int, clip_len: int, seed: int):
-    """First `num_episodes` episodes long enough for a clip; start drawn from `seed`.
+def select_clips(lengths, num_episodes: int, clip_len: int, seed: int, per_episode: int = 1):
+    """Clips from the first `num_episodes` episodes long enough for one; `per_episode` clips per
+    episode, one in each of that many equal segments (so they never overlap) that can hold one.
+    Starts are drawn from `seed`.
 
-    -> (episode ids, start frames, number of too-short episodes skipped)."""
+    -> (episode id per clip, start frame per clip, number of too-short episodes skipped)."""
     rng = np.random.default_rng(seed)
-    eps, starts, short = [], [], 0
+    eps, starts, short, used = [], [], 0, 0
     for e, n in enumerate(np.asarray(lengths)):
-        if len(eps) >= num_episodes:
+        if used >= num_episodes:
             break
         if n < clip_len:
             short += 1
             continue
-        eps.append(e)
-        starts.append(int(rng.integers(0, n - clip_len + 1)))
+        used += 1
+        k = max(1, min(per_episode, int(n) // clip_len))
+        seg = int(n) // k
+        for j in range(k):
+            eps.append(e)
+            starts.append(j * seg + int(rng.integers(0, seg - clip_len + 1)))
     return eps, starts, short
 
 
@@ -137,6 +144,7 @@ def infer_actions_windowed(infer, frames_BTHWC, window: int) -> np.ndarray:
 @dataclasses.dataclass
 class EvalSettings:
     episodes: int = 32
+    clips_per_episode: int = 1
     rollout_frames: int = 10
     prompt_frames: int = 1
     seed: int = 0
@@ -158,7 +166,7 @@ def _pad_batch(x: np.ndarray, B: int) -> np.ndarray:
 def _check_settings(s: EvalSettings) -> None:
     if s.split == "train":
         raise UserError("eval runs on held-out data: --split must not be 'train' (use test or val)")
-    for name in ("episodes", "rollout_frames", "prompt_frames", "batch_size", "delta_t"):
+    for name in ("episodes", "clips_per_episode", "rollout_frames", "prompt_frames", "batch_size", "delta_t"):
         if getattr(s, name) < 1:
             raise UserError(f"--{name} must be >= 1; got {getattr(s, name)}")
 
@@ -205,7 +213,8 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     clip_len = K + S
     nf = int(cfg.data.num_frames)
     source = open_heldout(cfg, s.split)
-    eps, starts, short = select_clips(source.episode_lengths(), s.episodes, clip_len, s.seed)
+    eps, starts, short = select_clips(source.episode_lengths(), s.episodes, clip_len, s.seed,
+                                      s.clips_per_episode)
     if not eps:
         raise UserError(f"no {s.split!r} episode of the run's data has {clip_len} frames "
                         f"(--prompt_frames + --rollout_frames); use shorter rollouts")
@@ -279,7 +288,8 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
         "workdir": os.path.abspath(workdir),
         "checkpoint_step": s.step if s.step is not None else (steps_done[-1] if steps_done else None),
         "settings": {
-            "split": s.split, "episodes_requested": s.episodes, "episodes": C,
+            "split": s.split, "episodes_requested": s.episodes, "episodes": len(set(eps)),
+            "clips_per_episode": s.clips_per_episode, "clips": C,
             "episodes_too_short": short, "seed": s.seed, "prompt_frames": K,
             "rollout_frames": S, "batch_size": B, "maskgit_steps": wm.steps,
             "temperature": wm.temperature, "schedule": wm.schedule,
@@ -336,7 +346,7 @@ def write_outputs(out_dir: str, results: dict, artifacts: dict) -> dict[str, str
     paths["plot"] = media.write_png(os.path.join(out_dir, "psnr_per_step.png"), media.line_plot(
         {"LAM-inferred actions": artifacts["psnr_inferred"],
          "random actions": artifacts["psnr_random"]},
-        title=f"rollout PSNR vs ground truth ({results['settings']['episodes']} clips)",
+        title=f"rollout PSNR vs ground truth ({results['settings']['clips']} clips)",
         xlabel="generated frame", ylabel="PSNR (dB)"))
     rows = rollout_rows(artifacts["real"], artifacts["generated"], artifacts["generated_random"],
                         artifacts["prompt_frames"])

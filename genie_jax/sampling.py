@@ -151,7 +151,7 @@ class WorldModel:
         """Context pass over the buffer: the temporal keys/values of every layer (the logits
         head is dead code here and XLA drops it)."""
         _, cache = self.dynamics.apply({"params": params["dynamics"]}, tokens_BMN, actions_BA,
-                                       mutable=["kv_cache"])
+                                       fill_kv_cache=True, mutable=["kv_cache"])
         return cache["kv_cache"]
 
     def _full_logits(self, params, tokens_BMN, frame_BN, actions_BA, t):

@@ -130,6 +130,16 @@ def test_select_clips_skips_short_episodes_and_is_seeded():
     assert select_clips([5, 5], 3, 10, seed=0)[0] == []
 
 
+def test_select_clips_several_per_episode_never_overlap():
+    eps, starts, _ = select_clips([35, 8, 100], 2, 10, seed=1, per_episode=4)
+    # episode 0 holds 3 clips of 10 (segments of 11), episode 1 is too short, episode 2 gets 4
+    assert eps == [0, 0, 0, 2, 2, 2, 2]
+    for e in (0, 2):
+        s = sorted(st for ep, st in zip(eps, starts) if ep == e)
+        assert all(b - a >= 10 for a, b in zip(s, s[1:]))
+        assert s[0] >= 0 and s[-1] + 10 <= (35 if e == 0 else 100)
+
+
 @pytest.mark.parametrize("T,w", [(11, 4), (4, 4), (3, 4), (2, 2), (16, 8), (9, 3)])
 def test_windows_cover_every_transition(T, w):
     starts = window_starts(T, w)

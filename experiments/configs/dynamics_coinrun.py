@@ -13,7 +13,7 @@ import ml_collections
 from experiments.configs import dynamics, lam_coinrun, tokenizer_coinrun
 from experiments.configs.base import parse_arg
 
-CPU_STEPS = {"quick": 1500, "default": 3000, "quality": 6000}
+CPU_STEPS = {"smoke": 8, "quick": 700, "default": 3000, "quality": 2400}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

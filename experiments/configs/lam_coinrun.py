@@ -14,7 +14,7 @@ import ml_collections
 from experiments.configs import lam
 from experiments.configs.base import parse_arg
 
-CPU_STEPS = {"quick": 600, "default": 1500, "quality": 2500}
+CPU_STEPS = {"smoke": 8, "quick": 500, "default": 1500, "quality": 1500}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ from experiments.configs import tokenizer
 from experiments.configs.base import parse_arg
 
 # Steps per budget at ~2.4 steps/s on 2 CPU cores; eval/checkpoint every quarter.
-CPU_STEPS = {"quick": 1400, "default": 3200, "quality": 8000}
+CPU_STEPS = {"smoke": 8, "quick": 1200, "default": 3200, "quality": 8000}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

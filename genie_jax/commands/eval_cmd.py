@@ -1,6 +1,7 @@
 """`genie-jax eval`: held-out metrics of a dynamics run (see genie_jax/evaluation.py).
 
-  genie-jax eval --workdir=runs/dyn [--out=runs/dyn/eval] [--episodes=32] [--rollout_frames=10]
+  genie-jax eval --workdir=runs/dyn [--out=runs/dyn/eval] [--episodes=32] [--clips_per_episode=1]
+      [--rollout_frames=10]
       [--prompt_frames=1] [--seed=0] [--split=test] [--steps=S] [--temperature=X]
 
 Writes eval.json, psnr_per_step.png, rollouts.png and rollouts.gif into --out.
@@ -17,6 +18,7 @@ from genie_jax.errors import UserError
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
 _OUT = flags.DEFINE_string("out", None, "output folder (default WORKDIR/eval)")
 _EPISODES = flags.DEFINE_integer("episodes", 32, "held-out episodes (one clip each)")
+_CLIPS = flags.DEFINE_integer("clips_per_episode", 1, "non-overlapping clips per episode")
 _ROLLOUT = flags.DEFINE_integer("rollout_frames", 10, "frames generated per clip")
 _PROMPT = flags.DEFINE_integer("prompt_frames", 1, "real frames given as the prompt")
 _SEED = flags.DEFINE_integer("seed", 0, "clip starts, random actions and sampling")
@@ -34,7 +36,8 @@ def main(argv):
     if not _WORKDIR.value:
         raise UserError("eval needs --workdir=DIR (a dynamics run)")
     from genie_jax.evaluation import EvalSettings, evaluate, write_outputs
-    settings = EvalSettings(episodes=_EPISODES.value, rollout_frames=_ROLLOUT.value,
+    settings = EvalSettings(episodes=_EPISODES.value, clips_per_episode=_CLIPS.value,
+                            rollout_frames=_ROLLOUT.value,
                             prompt_frames=_PROMPT.value, seed=_SEED.value, split=_SPLIT.value,
                             batch_size=_BATCH.value, delta_t=_DELTA_T.value, steps=_STEPS.value,
                             temperature=_TEMP.value, step=_CKPT.value)

@@ -68,9 +68,10 @@ class Dynamics(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_BTN: jax.Array, actions_BA: jax.Array,
-                 train: bool = False, kv_slot=None) -> jax.Array:
+                 train: bool = False, kv_slot=None, fill_kv_cache: bool = False) -> jax.Array:
         """tokens [B,T,N] (mask_id where masked), actions [B,T-1] -> logits [B,T,N,V] (V=num_codes).
 
+        Sampler's context pass: fill_kv_cache=True with the 'kv_cache' collection mutable.
         Sampler's one-frame pass (see models/st_transformer.py, temporal KV cache): kv_slot=t,
         tokens [B,1,N] of buffer frame t, actions [B,M-1] of the whole buffer, and the
         'kv_cache' collection from a full pass over that buffer -> logits [B,1,N,V] of frame t.
@@ -110,7 +111,7 @@ class Dynamics(nn.Module):
             x_BTND, 0 if kv_slot is None else kv_slot)
         x_BTND = STTransformer(self.depth, self.num_heads, self.mlp_ratio, self.dropout, dt, pdt,
                                self.remat, self.attention_impl, name="transformer")(
-            x_BTND, not train, kv_slot)
+            x_BTND, not train, kv_slot, fill_kv_cache)
         if self.action_mode == "token":
             x_BTND = x_BTND[:, :, 1:]
         logits_BTNV = _dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)

@@ -6,8 +6,9 @@ Attention goes through jax.nn.dot_product_attention so the backend can pick a fu
 
 Temporal KV cache (for the sampler). Causality means a frame's activations never depend on later
 frames, so when only frame t changes (MaskGIT steps) the keys/values of frames < t stay valid:
-  * context pass: call on the whole buffer with the 'kv_cache' collection mutable; every causal
-    (temporal) attention stores its keys and values [B*N, M, K, E] there;
+  * context pass: call on the whole buffer with `fill_kv_cache=True` and the 'kv_cache'
+    collection mutable; every causal (temporal) attention stores its keys and values
+    [B*N, M, K, E] there;
   * frame pass: call on the one frame t with `kv_slot=t` and that collection as input; each
     temporal attention writes its own key/value into slot t of the cache and attends to slots
     <= t. Spatial attention works within the frame as usual.
@@ -41,9 +42,11 @@ class Attention(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x_BLD: jax.Array, deterministic: bool, kv_slot=None) -> jax.Array:
+    def __call__(self, x_BLD: jax.Array, deterministic: bool, kv_slot=None,
+                 fill_kv_cache: bool = False) -> jax.Array:
         """kv_slot: None for a full pass; else x holds one frame (L=1) at that buffer slot and the
-        keys/values of the other frames come from the 'kv_cache' collection (causal only)."""
+        keys/values of the other frames come from the 'kv_cache' collection (causal only).
+        fill_kv_cache: a full pass that also stores its keys/values there (causal only)."""
         D = x_BLD.shape[-1]
         if D % self.num_heads:
             raise ValueError(f"model width {D} is not divisible by num_heads {self.num_heads}")
@@ -69,7 +72,7 @@ class Attention(nn.Module):
                                                     mask=seen_M[None, None, None, :],
                                                     implementation=self.attention_impl)
         else:
-            if self.causal and self.is_mutable_collection("kv_cache"):
+            if self.causal and fill_kv_cache:
                 self.put_variable("kv_cache", "kv", (k_BLKE, v_BLKE))
             out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_BLKE, v_BLKE, is_causal=self.causal,
                                                     implementation=self.attention_impl)
@@ -117,7 +120,8 @@ class STBlock(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None) -> jax.Array:
+    def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None,
+                 fill_kv_cache: bool = False) -> jax.Array:
         B, T, N, D = x_BTND.shape
         kw = dict(num_heads=self.num_heads, dropout=self.dropout, dtype=self.dtype,
                   param_dtype=self.param_dtype, attention_impl=self.attention_impl)
@@ -128,7 +132,8 @@ class STBlock(nn.Module):
         # Temporal: each patch position attends to itself in the current and earlier frames only.
         h = _ln("ln_time", self.dtype, self.param_dtype)(x_BTND)
         h = h.transpose(0, 2, 1, 3).reshape(B * N, T, D)
-        h = Attention(causal=True, name="time_attn", **kw)(h, deterministic, kv_slot)
+        h = Attention(causal=True, name="time_attn", **kw)(h, deterministic, kv_slot,
+                                                           fill_kv_cache)
         x_BTND = nn.with_logical_constraint(
             x_BTND + h.reshape(B, N, T, D).transpose(0, 2, 1, 3), _ACT)
         h = _ln("ln_mlp", self.dtype, self.param_dtype)(x_BTND)
@@ -149,14 +154,16 @@ class STTransformer(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None) -> jax.Array:
-        """kv_slot: see the module docstring (temporal KV cache); inference only."""
-        remat = self.remat and kv_slot is None
+    def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None,
+                 fill_kv_cache: bool = False) -> jax.Array:
+        """kv_slot, fill_kv_cache: see the module docstring (temporal KV cache); inference only."""
+        cached = kv_slot is not None or fill_kv_cache
+        remat = self.remat and not cached
         block_cls = nn.remat(STBlock, static_argnums=(2,)) if remat else STBlock
         x_BTND = nn.with_logical_constraint(x_BTND.astype(self.dtype), _ACT)
         for i in range(self.depth):
             block = block_cls(self.num_heads, self.mlp_ratio, self.dropout, self.dtype,
                               self.param_dtype, self.attention_impl, name=f"block{i}")
-            x_BTND = block(x_BTND, deterministic) if kv_slot is None else block(
-                x_BTND, deterministic, kv_slot)
+            x_BTND = block(x_BTND, deterministic, kv_slot, fill_kv_cache) if cached else block(
+                x_BTND, deterministic)
         return _ln("ln_out", self.dtype, self.param_dtype)(x_BTND)

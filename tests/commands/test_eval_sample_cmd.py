@@ -24,7 +24,7 @@ def _check_eval(out: str, episodes: int, rollout_frames: int) -> dict:
     r = json.load(open(os.path.join(out, "eval.json")))
     assert set(r) >= EVAL_KEYS
     s = r["settings"]
-    assert s["split"] == "test" and s["episodes"] == episodes and s["seed"] == 0
+    assert s["split"] == "test" and s["episodes"] == s["clips"] == episodes and s["seed"] == 0
     assert s["rollout_frames"] == rollout_frames and s["maskgit_steps"] == 2
     assert "temperature" in s
     for key in ("psnr", "ssim", "code_usage", "code_perplexity"):

@@ -27,7 +27,8 @@ def test_one_frame_pass_matches_full_pass(mode, t):
     full = model.apply({"params": params}, tokens, actions)
     # Cache from a buffer whose frame t (and later) differ: only frames < t may matter.
     other = tokens.at[:, t:].set(jax.random.randint(k3, (2, M - t, N), 0, V + 1))
-    _, cache = model.apply({"params": params}, other, actions, mutable=["kv_cache"])
+    _, cache = model.apply({"params": params}, other, actions, fill_kv_cache=True,
+                           mutable=["kv_cache"])
     one = jax.jit(lambda c, f, s: model.apply({"params": params, **c}, f[:, None], actions,
                                               kv_slot=s))(cache, tokens[:, t], jnp.int32(t))
     assert one.shape == (2, 1, N, V)
@@ -41,3 +42,12 @@ def test_one_frame_pass_without_a_cache_is_a_clear_error():
     params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))["params"]
     with pytest.raises(ValueError, match="kv_cache"):
         model.apply({"params": params}, tokens[:, :1], actions, kv_slot=1)
+
+
+def test_training_passes_store_no_cache():
+    model = _model("token", depth=1)
+    tokens = jnp.zeros((1, M, N), jnp.int32)
+    actions = jnp.zeros((1, M - 1), jnp.int32)
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))["params"]
+    _, state = model.apply({"params": params}, tokens, actions, mutable=True)
+    assert "kv_cache" not in state
