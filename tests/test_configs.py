@@ -15,7 +15,10 @@ VARIANTS = {"tokenizer.py": ["size=tiny", "size=test", "size=coinrun"],
                             "size=test,lam_mode=cotrain"],
             "dynamics_action_add.py": ["size=test"],
             "dynamics_action_token.py": ["size=test"],
-            "tokenizer_coinrun.py": ["size=cpu", "size=coinrun,dir=/data/x"]}
+            "tokenizer_coinrun.py": ["size=cpu", "size=coinrun,dir=/data/x", "budget=quick",
+                                     "budget=quality"],
+            "lam_coinrun.py": [None, "budget=quick", "budget=quality"],
+            "dynamics_coinrun.py": [None, "budget=quick", "budget=quality,lam_mode=cotrain"]}
 
 
 def _load(path):
@@ -42,3 +45,23 @@ def test_unknown_knob_is_an_error():
     mod = _load(os.path.join(REPO, "experiments", "configs", "tokenizer.py"))
     with pytest.raises(ValueError, match="unknown config knob 'sise'"):
         mod.get_config("sise=tiny")
+
+
+@pytest.mark.parametrize("name", ["tokenizer_coinrun.py", "lam_coinrun.py", "dynamics_coinrun.py"])
+def test_coinrun_budgets_grow_and_unknown_budget_is_an_error(name):
+    mod = _load(os.path.join(REPO, "experiments", "configs", name))
+    steps = [mod.get_config(f"budget={b}").train.steps for b in ("smoke", "quick", "quality")]
+    assert steps == sorted(steps) and steps[0] < steps[1]
+    with pytest.raises(ValueError, match="unknown budget 'huge'"):
+        mod.get_config("budget=huge")
+
+
+def test_coinrun_dynamics_matches_the_stages_it_builds_on():
+    cfgs = {n: _load(os.path.join(REPO, "experiments", "configs", f"{n}_coinrun.py"))
+            .get_config("dir=d,budget=quick") for n in ("tokenizer", "lam")}
+    dyn = _load(os.path.join(REPO, "experiments", "configs", "dynamics_coinrun.py")).get_config(
+        "dir=d,budget=quick,tokenizer=t,lam=l")
+    assert dyn.tokenizer.model.to_dict() == cfgs["tokenizer"].model.to_dict()
+    assert dyn.lam.model.to_dict() == cfgs["lam"].model.to_dict()
+    assert (dyn.tokenizer.workdir, dyn.lam.workdir, dyn.data.dir) == ("t", "l", "d")
+    assert dyn.data.num_frames == cfgs["tokenizer"].data.num_frames  # the tokenizer's window
