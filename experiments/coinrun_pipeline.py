@@ -38,11 +38,14 @@ _ROLLOUT = flags.DEFINE_integer("rollout_frames", 10, "frames generated per eval
 _LAM_MODE = flags.DEFINE_enum("lam_mode", "frozen", ["frozen", "cotrain"], "LAM frozen or co-trained")
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _run(name: str, args: list[str], times: dict) -> None:
     cmd = [sys.executable, "-m", "genie_jax", *args]
     print(f"\n=== {name}: genie-jax {' '.join(args)}", flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd)
+    rc = subprocess.call(cmd, cwd=REPO)  # configs import experiments.configs from the repo
     times[name] = round(time.perf_counter() - t0, 1)
     if rc != 0:
         raise SystemExit(f"stage {name!r} failed (exit code {rc}); fix it and rerun this command "
@@ -50,52 +53,63 @@ def _run(name: str, args: list[str], times: dict) -> None:
     print(f"=== {name}: {times[name] / 60:.1f} min", flush=True)
 
 
-def main(argv):
-    del argv
-    budget = _BUDGET.value
-    b = BUDGETS[budget]
-    root = _ROOT.value or f"runs/coinrun_{budget}"
-    data = _DATA.value or f"data/coinrun_{budget}"
-    cfg = "experiments/configs"
-    knobs = f"dir={data},budget={budget}"
-    tok, lam, dyn = (os.path.join(root, s) for s in ("tok", "lam", "dyn"))
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    _run("data", ["data", "coinrun", f"--out={data}", f"--episodes={b['episodes']}",
-                  f"--length={_LENGTH.value or (60 if budget == 'smoke' else 300)}", f"--split={b['split']}", "--workers=2",
-                  "--no-progress"], times)
-    _run("tokenizer", ["train", f"--config={cfg}/tokenizer_coinrun.py:{knobs}",
-                       f"--workdir={tok}"], times)
-    if _LAM_MODE.value == "frozen":
-        _run("lam", ["train", f"--config={cfg}/lam_coinrun.py:{knobs}", f"--workdir={lam}"], times)
-    _run("dynamics", ["train", f"--config={cfg}/dynamics_coinrun.py:{knobs},tokenizer={tok},"
-                      f"lam={lam},lam_mode={_LAM_MODE.value}", f"--workdir={dyn}"], times)
-    _run("eval", ["eval", f"--workdir={dyn}", f"--out={root}/eval", "--split=test",
-                  f"--episodes={b['eval_episodes']}",
-                  f"--clips_per_episode={b['clips_per_episode']}",
-                  f"--rollout_frames={_ROLLOUT.value}"], times)
-    _run("sample", ["sample", f"--workdir={dyn}", f"--out={root}/rollout.gif", "--from_clip=0",
-                    "--split=test"], times)
-    total = time.perf_counter() - t0
-    with open(os.path.join(root, "eval", "eval.json")) as f:
+def _headline(eval_json: str) -> dict:
+    with open(eval_json) as f:
         r = json.load(f)
-    headline = {
+    nmi = r.get("action_nmi") or {}
+    return {
         "tokenizer_psnr": r["tokenizer"]["psnr"], "tokenizer_ssim": r["tokenizer"]["ssim"],
         "rollout_psnr": r["rollout"]["psnr"],
         "rollout_psnr_random_actions": r["rollout"]["random_actions"]["psnr"],
         "delta_psnr_t4": r["controllability"]["delta_psnr"],
         "lam_code_usage": r["lam"]["code_usage"],
-        "action_nmi": (r.get("action_nmi") or {}).get("nmi"),
-        "action_class_nmi": (r.get("action_nmi") or {}).get("class_nmi"),
+        "action_nmi": nmi.get("nmi"), "action_class_nmi": nmi.get("class_nmi"),
     }
-    summary = {"budget": budget, "root": root, "data": data, "seconds": times,
-               "total_seconds": round(total, 1), "heldout": headline}
+
+
+def main(argv):
+    del argv
     from genie_jax.media import write_text
-    write_text(os.path.join(root, "pipeline.json"), json.dumps(summary, indent=2))
+    budget, mode = _BUDGET.value, _LAM_MODE.value
+    b = BUDGETS[budget]
+    suffix = "" if mode == "frozen" else "_cotrain"
+    root = os.path.abspath(_ROOT.value or f"runs/coinrun_{budget}{suffix}")
+    data = os.path.abspath(_DATA.value or f"data/coinrun_{budget}")
+    cfg = os.path.join(REPO, "experiments", "configs")
+    knobs = f"dir={data},budget={budget}"
+    tok, lam, dyn = (os.path.join(root, s) for s in ("tok", "lam", "dyn"))
+    times: dict[str, float] = {}
+    summary = {"budget": budget, "lam_mode": mode, "root": root, "data": data,
+               "seconds": times, "finished": False}
+    t0 = time.perf_counter()
+    try:
+        _run("data", ["data", "coinrun", f"--out={data}", f"--episodes={b['episodes']}",
+                      f"--length={_LENGTH.value or (60 if budget == 'smoke' else 300)}",
+                      f"--split={b['split']}", "--workers=2", "--no-progress"], times)
+        _run("tokenizer", ["train", f"--config={cfg}/tokenizer_coinrun.py:{knobs}",
+                           f"--workdir={tok}"], times)
+        if mode == "frozen":
+            _run("lam", ["train", f"--config={cfg}/lam_coinrun.py:{knobs}", f"--workdir={lam}"],
+                 times)
+        _run("dynamics", ["train", f"--config={cfg}/dynamics_coinrun.py:{knobs},tokenizer={tok},"
+                          f"lam={lam},lam_mode={mode}", f"--workdir={dyn}"], times)
+        _run("eval", ["eval", f"--workdir={dyn}", f"--out={root}/eval", "--split=test",
+                      f"--episodes={b['eval_episodes']}",
+                      f"--clips_per_episode={b['clips_per_episode']}",
+                      f"--rollout_frames={_ROLLOUT.value}"], times)
+        summary["heldout"] = _headline(os.path.join(root, "eval", "eval.json"))
+        _run("sample", ["sample", f"--workdir={dyn}", f"--out={root}/rollout.gif",
+                        "--from_clip=0", "--split=test"], times)
+        summary["finished"] = True
+    finally:  # a failed stage still leaves the times (and metrics) of the stages before it
+        summary["total_seconds"] = round(time.perf_counter() - t0, 1)
+        os.makedirs(root, exist_ok=True)
+        write_text(os.path.join(root, "pipeline.json"), json.dumps(summary, indent=2))
+    total = summary["total_seconds"]
     print(f"\npipeline ({budget}) done in {total / 60:.1f} min: "
           + ", ".join(f"{k} {v / 60:.1f}" for k, v in times.items()) + " (min)")
     print("held-out: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                   for k, v in headline.items()))
+                                   for k, v in summary["heldout"].items()))
     print(f"wrote {root}/pipeline.json, {root}/eval/ (report, plot, grid, GIF), {root}/rollout.gif")
 
 

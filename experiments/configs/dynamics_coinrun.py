@@ -3,8 +3,10 @@
 Run (after tokenizer_coinrun.py and lam_coinrun.py with the same dir and budget):
   genie-jax train --config=experiments/configs/dynamics_coinrun.py:dir=data/coinrun,tokenizer=runs/tok_coinrun,lam=runs/lam_coinrun \
       --workdir=runs/dyn_coinrun
-Knobs: dir, budget (quick|default|quality, as the tokenizer and LAM configs), tokenizer and lam
-(run folders), lam_mode (frozen|cotrain).
+Knobs: dir, budget (as the tokenizer and LAM configs: smoke, seconds; quick, ~12 CPU minutes,
+the `make quickstart` stage; default, ~20; quality, ~40, the dynamics stage of the quality run),
+tokenizer and lam (run folders), lam_mode (frozen|cotrain). The shapes are the CPU-size ones of
+tokenizer_coinrun.py and lam_coinrun.py (a mismatching run is refused by its checkpoint meta).
 Frames are 4-frame windows, as the tokenizer was trained on: its temporal position embeddings
 past frame 4 are untrained, so longer windows would encode to off-distribution tokens.
 """
@@ -13,7 +15,7 @@ import ml_collections
 from experiments.configs import dynamics, lam_coinrun, tokenizer_coinrun
 from experiments.configs.base import parse_arg
 
-CPU_STEPS = {"smoke": 8, "quick": 700, "default": 3000, "quality": 2400}
+CPU_STEPS = {"smoke": 8, "quick": 700, "default": 1200, "quality": 2400}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -4,8 +4,8 @@ Run:
   genie-jax train --config=experiments/configs/lam_coinrun.py:dir=data/coinrun --workdir=runs/lam_coinrun
 Knobs:
   dir     dataset directory
-  budget  quick: the `make quickstart` stage (~4 CPU minutes); default; quality: the LAM stage
-          of the 2-hour CoinRun quality run
+  budget  smoke: seconds (tests); quick: the `make quickstart` stage (~2.5 CPU minutes);
+          default: ~4 minutes; quality: ~7 minutes, the LAM stage of the CoinRun quality run
 The model is the tiny LAM (width 128, 2+2 layers, 6 codes) with patch 8: an 8x8 patch grid is
 enough to see what moved, and keeps the pixel decoder cheap.
 """
@@ -14,7 +14,7 @@ import ml_collections
 from experiments.configs import lam
 from experiments.configs.base import parse_arg
 
-CPU_STEPS = {"smoke": 8, "quick": 500, "default": 1500, "quality": 1500}
+CPU_STEPS = {"smoke": 8, "quick": 500, "default": 1000, "quality": 1500}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

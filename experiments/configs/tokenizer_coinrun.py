@@ -8,8 +8,9 @@ Knobs:
   dir     dataset directory
   size    cpu: the tiny model on 64x64 frames with patch 4, i.e. a 16x16 token grid;
           coinrun: Genie's CoinRun tokenizer
-  budget  (size=cpu) quick: ~10 CPU minutes, the `make quickstart` stage; default: ~20 minutes;
-          quality: ~60 minutes, the first stage of the 2-hour CoinRun quality run
+  budget  (size=cpu) smoke: seconds (tests); quick: ~8 CPU minutes, the `make quickstart`
+          stage; default: ~20 minutes; quality: ~55 minutes, the first stage of the CoinRun
+          quality run
 """
 import ml_collections
 
