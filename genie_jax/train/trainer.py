@@ -202,6 +202,26 @@ def summarize_eval(sums: dict) -> dict:
     return out
 
 
+def _merge_earlier_segments(summary: dict, path: str, start: int) -> None:
+    """A resumed run keeps the evaluations and training time of the segments before it (those
+    that ended cleanly and wrote a summary at or before `start`)."""
+    summary["train_seconds_all_segments"] = summary["train_seconds"]
+    if start == 0 or not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            prev = json.load(f)
+    except (OSError, ValueError):
+        return
+    if prev.get("step", start + 1) > start:  # from a later, lost segment: not ours to merge
+        return
+    seen = {h["step"] for h in summary["eval_history"]}
+    earlier = [h for h in prev.get("eval_history", []) if h["step"] <= start and h["step"] not in seen]
+    summary["eval_history"] = earlier + summary["eval_history"]
+    summary["train_seconds_all_segments"] += prev.get("train_seconds_all_segments",
+                                                      prev.get("train_seconds", 0.0))
+
+
 def train(config, workdir: str) -> dict:
     """Train `config.stage` in `workdir`, resuming from its latest good checkpoint."""
     workdir = os.path.abspath(workdir)  # orbax (tensorstore) needs absolute paths
@@ -340,6 +360,7 @@ def _loop(engine: Engine, state, start: int, train_iter, eval_batches, ckpt: Che
                "stopped_early": step < total, "train_seconds": train_seconds,
                "steps_per_s": (step - start) / max(train_seconds, 1e-9),
                "eval": last_eval, "eval_history": history}
+    _merge_earlier_segments(summary, os.path.join(workdir, "summary.json"), start)
     # Every process joins the (collective) image computation; only process 0 writes.
     images = (jax.device_get(engine.vis_fn(state, eval_batches[0], engine.frozen))
               if eval_batches else {})
