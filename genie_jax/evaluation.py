@@ -200,6 +200,7 @@ def load_world_model(workdir: str, *, steps=None, temperature=None, step=None):
 
 def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dict]:
     """-> (results: JSON-able numbers and settings, artifacts: arrays for the plot/grid)."""
+    from genie_jax.sampling import rollout
     from genie_jax.train.frozen import checkpoint_steps
 
     t_start = time.perf_counter()
@@ -264,12 +265,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
         seed = s.seed + b0
         for tag, acts in (("inf", codes[:, K - 1:K - 1 + S]),
                           ("rand", _pad_batch(random_actions[b0:b0 + n], B))):
-            state = wm.reset(prompt, pa, seed=seed)
-            out = []
-            for t in range(S):
-                f, state = wm.step(state, jnp.asarray(acts[:, t], jnp.int32))
-                out.append(f)
-            gen = jnp.stack(out, axis=1)
+            gen = rollout(wm, prompt, acts, pa, seed=seed)
             p, q = metric_fn(gen, real)
             roll[f"psnr_{tag}"][b0:b0 + n] = np.asarray(p)[:n]
             roll[f"ssim_{tag}"][b0:b0 + n] = np.asarray(q)[:n]

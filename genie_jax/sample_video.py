@@ -77,6 +77,7 @@ def _read(source, episode: int, length: int, what: str) -> np.ndarray:
 def sample(workdir: str, s: SampleSettings, log=print) -> dict:
     """-> {'path', 'actions', 'prompt_frames', 'generated', ...}; writes s.out."""
     from genie_jax.evaluation import infer_actions_windowed, load_world_model, open_heldout
+    from genie_jax.sampling import rollout
     from genie_jax.train.frozen import read_run_config
     check_settings(s)
     if not os.path.isdir(workdir):
@@ -102,15 +103,11 @@ def sample(workdir: str, s: SampleSettings, log=print) -> dict:
         codes = infer_actions_windowed(wm.infer_actions, jnp.asarray(clip), window)[0]
         actions = [int(a) for a in codes[K - 1:]]
         prompt, prompt_actions, real = clip[:, :K], codes[None, :K - 1], clip[0]
-    state = wm.reset(jnp.asarray(prompt), prompt_actions, seed=s.seed)
-    out = []
-    for a in actions:
-        f, state = wm.step(state, a)
-        out.append(np.asarray(f[0]))
+    out = np.asarray(rollout(wm, jnp.asarray(prompt), [actions], prompt_actions, seed=s.seed)[0])
     H, W = prompt.shape[2:4]
     scale = s.scale or media.auto_scale(H, W)
     video = media.upscale(np.concatenate([media.to_uint8(prompt[0]),
-                                          media.to_uint8(np.stack(out))]), scale)
+                                          media.to_uint8(out)]), scale)
     if real is not None:  # real clip | prompt + rollout
         video = media.hstack([media.upscale(media.to_uint8(real), scale), video], gap=4)
     path = media.write_video(s.out, video, fps=s.fps)

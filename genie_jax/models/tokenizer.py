@@ -52,8 +52,7 @@ class PositionalEmbedding(nn.Module):
                               (N, D), self.param_dtype)
         time_TD = self.param("time", nn.with_logical_partitioning(init, ("frame_pos", "embed")),
                              (self.max_frames, D), self.param_dtype)
-        time_TD = jax.lax.dynamic_slice_in_dim(time_TD, offset, T) if not (
-            isinstance(offset, int) and offset == 0) else time_TD[:T]
+        time_TD = jax.lax.dynamic_slice_in_dim(time_TD, offset, T)
         return x_BTND + space_ND[None, None].astype(x_BTND.dtype) + \
             time_TD[None, :, None].astype(x_BTND.dtype)
 
