@@ -1,11 +1,13 @@
 """Train-step benchmark: step time, frames/s, achieved FLOP/s (XLA cost analysis) against this
 machine's measured dense-matmul FLOP/s, compile time and peak memory.
 
-  python experiments/bench.py --out=bench_results/bench.json [--sizes=tiny,coinrun] [--steps=3]
+  python experiments/bench.py --out=bench_results/bench.json [--stages=tokenizer,dynamics] \
+      [--sizes=tiny,coinrun] [--steps=3]
 
-Sizes: `tiny` is the tiny tokenizer config as trained by `make quickstart`; `coinrun` is the
-CoinRun-sized tokenizer (64x64, patch 4, width 512, 8 encoder + 8 decoder layers) at batch 2
-with 16 frames.
+Stages: the tokenizer, and the dynamics on a frozen tokenizer and LAM whose params are random:
+the engine is built and its step compiled with nothing on disk. Sizes: `tiny` is the tiny
+config of experiments/configs/{tokenizer,dynamics}.py; `coinrun` is the CoinRun size
+(64x64, patch 4, width 512; tokenizer 8 + 8 layers, dynamics 12 layers) at batch 2 with 16 frames.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _OUT = flags.DEFINE_string("out", "bench_results/bench.json", "where to write the JSON")
-_SIZES = flags.DEFINE_list("sizes", ["tiny", "coinrun"], "tokenizer sizes to time")
+_STAGES = flags.DEFINE_list("stages", ["tokenizer", "dynamics"], "stages to time")
+_SIZES = flags.DEFINE_list("sizes", ["tiny", "coinrun"], "config sizes to time")
 _STEPS = flags.DEFINE_integer("steps", 3, "timed steps per size (after one warm-up step)")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "square matmuls of n/2, n and 2n give the peak")
 
@@ -40,18 +43,30 @@ def matmul_peak(n: int, dtype="float32", reps: int = 10) -> float:
     return 2 * n ** 3 / sorted(times)[reps // 2]
 
 
-def bench_size(size: str, steps: int) -> dict:
+def random_frozen(abstract):
+    """Stand-ins for frozen params (random, on their shardings): nothing is read from disk."""
     import jax
-    from experiments.configs.tokenizer import get_config
+    leaves, tree = jax.tree.flatten(abstract)
+    keys = jax.random.split(jax.random.PRNGKey(0), max(len(leaves), 1))
+    return jax.tree.unflatten(tree, [
+        jax.device_put(0.02 * jax.random.normal(k, a.shape, a.dtype), a.sharding)
+        for k, a in zip(keys, leaves)])
+
+
+def bench_size(stage: str, size: str, steps: int) -> dict:
+    import importlib
+
+    import jax
     from genie_jax.data.loader import make_iterator
     from genie_jax.train.trainer import build_engine, loader_options
 
-    cfg = get_config(f"size={size}")
+    cfg = importlib.import_module(f"experiments.configs.{stage}").get_config(f"size={size}")
     if size == "coinrun":
         cfg.data.batch_size = 2
         cfg.data.num_frames = 16
     cfg.data.train_episodes = 8
     engine = build_engine(cfg)
+    frozen = random_frozen(engine.frozen_abstract)
     it = make_iterator(engine.stage.train_source(), loader_options(cfg, seed=0))
     batches = [engine.global_batch(next(it)) for _ in range(2)]
     with engine.context():
@@ -60,27 +75,27 @@ def bench_size(size: str, steps: int) -> dict:
         jax.block_until_ready(state)
         init_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        compiled = engine.step_fn.lower(state, batches[0], engine.frozen).compile()
+        compiled = engine.step_fn.lower(state, batches[0], frozen).compile()
         compile_s = time.perf_counter() - t0
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops = float(cost.get("flops", 0.0))
         mem = compiled.memory_analysis()
-        state, m = compiled(state, batches[0], engine.frozen)  # warm-up
+        state, m = compiled(state, batches[0], frozen)  # warm-up
         jax.block_until_ready(m)
         times = []
         for i in range(steps):
             t = time.perf_counter()
-            state, m = compiled(state, batches[i % 2], engine.frozen)
+            state, m = compiled(state, batches[i % 2], frozen)
             jax.block_until_ready(m)
             times.append(time.perf_counter() - t)
     step_s = sorted(times)[len(times) // 2]
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     frames = cfg.data.batch_size * cfg.data.num_frames
     out = {
-        "size": size, "params": int(n_params), "batch": cfg.data.batch_size,
+        "stage": stage, "size": size, "params": int(n_params), "batch": cfg.data.batch_size,
         "frames_per_clip": cfg.data.num_frames, "resolution": cfg.data.resolution,
-        "width": cfg.model.width, "layers": [cfg.model.depth, cfg.model.decoder_depth],
+        "width": cfg.model.width, "layers": [cfg.model.depth, cfg.model.get("decoder_depth", 0)],
         "init_s": init_s, "compile_s": compile_s, "step_s_median": step_s,
         "step_s_all": times, "steps_per_s": 1 / step_s, "frames_per_s": frames / step_s,
         "step_flops": flops, "achieved_flops_per_s": flops / step_s,
@@ -105,11 +120,12 @@ def main(_):
     results = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
                "num_devices": len(jax.devices()), "matmul_peak_flops_per_s": peak,
                "matmul_flops_per_s_by_size": {str(n): v for n, v in by_size.items()}, "runs": []}
-    for size in _SIZES.value:
-        r = bench_size(size, _STEPS.value)
+    for stage, size in [(st, sz) for st in _STAGES.value for sz in _SIZES.value]:
+        r = bench_size(stage, size, _STEPS.value)
         r["fraction_of_matmul_peak"] = r["achieved_flops_per_s"] / peak
         results["runs"].append(r)
-        print(f"[{size}] params {r['params'] / 1e6:.2f}M  step {r['step_s_median'] * 1e3:.1f} ms  "
+        print(f"[{stage} {size}] params {r['params'] / 1e6:.2f}M  "
+              f"step {r['step_s_median'] * 1e3:.1f} ms  "
               f"{r['frames_per_s']:.1f} frames/s  {r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s "
               f"({100 * r['fraction_of_matmul_peak']:.0f}% of matmul peak)  compile "
               f"{r['compile_s']:.1f} s  XLA temp "

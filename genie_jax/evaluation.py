@@ -38,7 +38,7 @@ from genie_jax.errors import UserError
 from genie_jax.metrics import (codebook_usage, contingency_table, delta_psnr_per_step,
                                normalized_mutual_information, per_step_mean, psnr, ssim,
                                value_at_step)
-from genie_jax.models.tokenizer import to_unit_float
+from genie_jax.models.layers import to_unit_float
 
 # procgen CoinRun: 15 actions that behave as 6 classes (GENIE_NOTES).
 COINRUN_CLASS_NAMES = ("LEFT", "LEFT+UP", "NOOP", "UP", "RIGHT", "RIGHT+UP")
@@ -201,7 +201,7 @@ def load_world_model(workdir: str, *, steps=None, temperature=None, step=None):
 def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dict]:
     """-> (results: JSON-able numbers and settings, artifacts: arrays for the plot/grid)."""
     from genie_jax.sampling import rollout
-    from genie_jax.train.frozen import checkpoint_steps
+    from genie_jax.runs import Run
 
     t_start = time.perf_counter()
     s = settings
@@ -279,7 +279,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     true_tr = true_all[:, :-1]  # actions[t]: transition t -> t+1, as the latent a_t
     has_true = bool(np.any(true_tr >= 0))
     tok_use, lam_use = codebook_usage(tok_counts), codebook_usage(lam_counts)
-    steps_done = checkpoint_steps(workdir)
+    steps_done = Run(workdir).steps()
     results = {
         "workdir": os.path.abspath(workdir),
         "checkpoint_step": s.step if s.step is not None else (steps_done[-1] if steps_done else None),

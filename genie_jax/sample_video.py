@@ -78,11 +78,11 @@ def sample(workdir: str, s: SampleSettings, log=print) -> dict:
     """-> {'path', 'actions', 'prompt_frames', 'generated', ...}; writes s.out."""
     from genie_jax.evaluation import infer_actions_windowed, load_world_model, open_heldout
     from genie_jax.sampling import rollout
-    from genie_jax.train.frozen import read_run_config
+    from genie_jax.runs import Run
     check_settings(s)
     if not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir!r} does not exist")
-    cfg = read_run_config(workdir)
+    cfg = Run(workdir).config()
     if cfg.get("stage") != "dynamics":
         raise UserError(f"{workdir} is a {cfg.get('stage')!r} run, not a dynamics run")
     A = int(cfg.model.num_actions)

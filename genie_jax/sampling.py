@@ -17,81 +17,20 @@ dynamics is causal in time, so buffer slots after it do not matter), and decodes
 the tokenizer. When the buffer is full it slides by one frame first. So `step` compiles once
 (`trace_count` counts its traces) whatever the number of steps.
 
-MaskGIT decoding: start with every token of the new frame masked; at each of `steps` steps sample
-all masked tokens (temperature), keep the most confident and re-mask the rest, so that after step
-s a fraction gamma((s+1)/steps) of the frame is still masked (gamma: cosine by default, 0 at the
-end: every token is decoded by the last step). Reproducible: the rng lives in the state.
+MaskGIT decoding (genie_jax/models/maskgit.py): every token of the new frame starts masked and
+`steps` steps unmask it by confidence. Reproducible: the rng lives in the state.
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from genie_jax.errors import UserError
+from genie_jax.models.maskgit import mask_ratio, maskgit_decode_frame
 from genie_jax.models.tokenizer import Tokenizer
+from genie_jax.runs import Run, abstract_variables, stage_meta
+from genie_jax.stages.base import load_frozen
 from genie_jax.stages.dynamics import DynamicsStage, encode_tokens, lam_actions
-from genie_jax.train.frozen import expected_meta, load_params, read_run_config
-from genie_jax.train.trainer import strip_boxes
-
-SCHEDULES = ("cosine", "linear", "square")
-
-
-def mask_ratio(schedule: str, r):
-    """Fraction of tokens still masked after progress r in [0, 1]; 1 at r=0, 0 at r=1."""
-    if schedule == "cosine":
-        return np.cos(0.5 * np.pi * r)
-    if schedule == "linear":
-        return 1.0 - r
-    if schedule == "square":
-        return 1.0 - r ** 2
-    raise ValueError(f"sampling schedule must be one of {SCHEDULES}; got {schedule!r}")
-
-
-def masked_counts(num_tokens: int, steps: int, schedule: str = "cosine") -> list[int]:
-    """Tokens still masked after each MaskGIT step (static). Non-increasing, ends at 0, and at
-    least one token is unmasked per step."""
-    out, left = [], num_tokens
-    for s in range(steps):
-        n = int(math.floor(num_tokens * float(mask_ratio(schedule, (s + 1) / steps)) + 1e-6))
-        n = 0 if s == steps - 1 else min(n, left - 1)
-        left = max(n, 0)
-        out.append(left)
-    return out
-
-
-def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id: int,
-                         steps: int, temperature: float, schedule: str):
-    """Decode one frame by MaskGIT. logits_fn(frame tokens [B,N], mask_id where masked) ->
-    logits [B,N,V]. -> tokens [B,N] (no mask_id left)."""
-    B, N = batch, num_tokens
-    counts = jnp.asarray(masked_counts(N, steps, schedule), jnp.int32)
-
-    def body(s, carry):
-        frame_BN, masked_BN = carry
-        logits_BNV = logits_fn(frame_BN)
-        r_sample, r_choice = jax.random.split(jax.random.fold_in(rng, s))
-        if temperature > 0:
-            sampled_BN = jax.random.categorical(r_sample, logits_BNV / temperature, axis=-1)
-        else:
-            sampled_BN = jnp.argmax(logits_BNV, axis=-1)
-        logp_BNV = jax.nn.log_softmax(logits_BNV, axis=-1)
-        conf_BN = jnp.take_along_axis(logp_BNV, sampled_BN[..., None], axis=-1)[..., 0]
-        if temperature > 0:  # MaskGIT: randomise the choice of kept tokens, less so later on
-            anneal = temperature * (1.0 - (s + 1.0) / steps)
-            conf_BN = conf_BN + anneal * jax.random.gumbel(r_choice, conf_BN.shape)
-        sampled_BN = jnp.where(masked_BN, sampled_BN.astype(jnp.int32), frame_BN)
-        conf_BN = jnp.where(masked_BN, conf_BN, jnp.inf)  # decided tokens stay decided
-        rank_BN = jnp.argsort(jnp.argsort(conf_BN, axis=-1), axis=-1)
-        new_masked_BN = rank_BN < counts[s]
-        return jnp.where(new_masked_BN, mask_id, sampled_BN), new_masked_BN
-
-    init = (jnp.full((B, N), mask_id, jnp.int32), jnp.ones((B, N), bool))
-    frame_BN, _ = jax.lax.fori_loop(0, steps, body, init)
-    return frame_BN
-
 
 class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
@@ -131,20 +70,19 @@ class WorldModel:
     def load(cls, workdir: str, step: int | None = None, **kw) -> "WorldModel":
         """A dynamics run folder -> WorldModel (its params; tokenizer/LAM params from the run
         folders its config names, or the co-trained LAM from its own checkpoint)."""
-        cfg = read_run_config(workdir)
+        run = Run(workdir, "dynamics run")
+        cfg = run.config()
         if cfg.get("stage") != "dynamics":
             raise UserError(f"{workdir} is a {cfg.get('stage')!r} run, not a dynamics run")
         stage = DynamicsStage(cfg)
-        spec = stage.batch_spec(1)
-        boxed = jax.eval_shape(lambda b: stage.init(jax.random.PRNGKey(0), b)["params"],
-                               {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in spec.items()})
-        one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one),
-                                strip_boxes(boxed))
-        meta = expected_meta("dynamics", {s: cfg[s] for s in stage.shape_sections})
-        trained, _ = load_params(workdir, abstract, meta, step=step, what="dynamics run")
-        params = {**stage.frozen_params(), **trained}
-        return cls(cfg, params, **kw)
+        spec = {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in stage.batch_spec(1).items()}
+        abstract = abstract_variables(
+            lambda b: stage.init(jax.random.PRNGKey(0), b)["params"], spec)
+        meta = stage_meta("dynamics", {s: cfg[s] for s in stage.shape_sections})
+        trained, _ = run.restore(abstract, expect_meta=meta, step=step)
+        inputs = stage.frozen_inputs()
+        frozen = load_frozen(inputs, {k: fi.abstract() for k, fi in inputs.items()})
+        return cls(cfg, params={**frozen, **trained}, **kw)
 
     # ---- traced ----------------------------------------------------------------------------
     def _kv_cache(self, params, tokens_BMN, actions_BA):

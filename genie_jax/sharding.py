@@ -81,12 +81,6 @@ def use_mesh(mesh: Mesh, rules):
         yield
 
 
-def logical_to_shardings(abstract_tree, mesh: Mesh, rules):
-    """NamedShardings for a tree produced under nn.with_logical_partitioning."""
-    specs = nn.get_partition_spec(abstract_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, rules)
-
-
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
 

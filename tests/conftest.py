@@ -2,7 +2,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER_CFG = os.path.join(REPO, "experiments", "configs", "tokenizer.py")
@@ -33,10 +32,3 @@ def run_python(code: str, *, devices: int = 1, timeout=300, env=None):
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-5000:]}")
     return proc.stdout
-
-
-@pytest.fixture
-def tiny_config():
-    sys.path.insert(0, REPO)
-    from experiments.configs.tokenizer import get_config
-    return get_config("size=test")

@@ -1,45 +1,12 @@
-"""The step-by-step sampler: MaskGIT schedule, shapes, sliding buffer, determinism, one compile."""
+"""The step-by-step sampler: shapes, sliding buffer, determinism, one compile."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from genie_jax.errors import UserError
-from genie_jax.sampling import (WorldModel, infer_actions, maskgit_decode_frame, masked_counts,
-                                rollout)
+from genie_jax.sampling import WorldModel, infer_actions, rollout
 from tests.stages.helpers import frames_batch, save_fake_pipeline, save_fake_run, test_config as _cfg
-
-
-@pytest.mark.parametrize("schedule", ["cosine", "linear", "square"])
-@pytest.mark.parametrize("N,steps", [(16, 4), (16, 1), (5, 8), (256, 25)])
-def test_schedule_unmasks_everything_by_the_last_step(schedule, N, steps):
-    c = masked_counts(N, steps, schedule)
-    assert len(c) == steps and c[-1] == 0
-    assert all(b <= a for a, b in zip([N] + c, c))
-    assert all(b < a or a == 0 for a, b in zip([N] + c, c))  # progress every step until done
-
-
-def test_cosine_unmasks_slowly_first():
-    c = masked_counts(256, 8, "cosine")
-    assert 256 - c[0] < c[-2] - c[-1]  # few tokens fixed first, many at the end
-
-
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_maskgit_decode_fills_the_frame(temperature):
-    B, N, V, steps = 2, 6, 5, 3
-    logits = jax.random.normal(jax.random.PRNGKey(0), (B, N, V))
-    seen = []
-
-    def logits_fn(frame_BN):
-        seen.append(frame_BN)
-        return logits
-
-    out = jax.jit(lambda r: maskgit_decode_frame(logits_fn, B, N, r, mask_id=V, steps=steps,
-                                                 temperature=temperature, schedule="cosine"))(
-        jax.random.PRNGKey(1))
-    assert out.shape == (B, N) and int(out.max()) < V and int(out.min()) >= 0
-    if temperature == 0:
-        np.testing.assert_array_equal(out, jnp.argmax(logits, -1))
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,12 @@ actions[:, :t] only. `action_mode`:
 """
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from genie_jax.models.st_transformer import STTransformer
-from genie_jax.models.tokenizer import PositionalEmbedding, _dense
+from genie_jax.models.layers import ACT_BTND, PositionalEmbedding, TransformerFields, dense
 
-_ACT = ("act_batch", "act_frame", "act_patch", "act_embed")
 ACTION_MODES = ("token", "add")
 
 
@@ -40,22 +36,14 @@ def shift_actions(actions_BA: jax.Array, num_actions: int) -> jax.Array:
     return jnp.concatenate([jnp.full((B, 1), num_actions, jnp.int32), a], axis=1)
 
 
-class Dynamics(nn.Module):
+class Dynamics(TransformerFields):
+    """The transformer fields (width, depth, heads, ...) come from TransformerFields."""
     num_codes: int = 1024          # tokenizer vocabulary; the mask token is id num_codes
     num_actions: int = 6           # LAM codebook size; id num_actions means "no action"
     image_size: tuple[int, int] = (32, 32)   # of the tokenizer; fixes tokens per frame
     patch_size: int = 4                      # of the tokenizer
-    width: int = 128
     depth: int = 4
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    max_frames: int = 16
     action_mode: str = "token"
-    dtype: Any = "float32"
-    param_dtype: Any = "float32"
-    remat: bool = False
-    attention_impl: str | None = None
 
     @property
     def mask_id(self) -> int:
@@ -89,7 +77,7 @@ class Dynamics(nn.Module):
             raise ValueError(f"a one-frame pass takes tokens [batch, 1, N] and the buffer's "
                              f"actions [batch, M-1]; got {tuple(tokens_BTN.shape)} and "
                              f"{tuple(actions_BA.shape)}")
-        dt, pdt = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+        dt, pdt = self.dtypes()
         D = self.width
         init = nn.initializers.normal(0.02)
         # V+1 rows (the mask token) rarely divide a mesh axis: the table is split over embed only.
@@ -106,36 +94,13 @@ class Dynamics(nn.Module):
             x_BTND = jnp.concatenate([a_BTD[:, :, None], x_BTND], axis=2)
         else:
             x_BTND = x_BTND + a_BTD[:, :, None]
-        x_BTND = nn.with_logical_constraint(x_BTND, _ACT)
+        x_BTND = nn.with_logical_constraint(x_BTND, ACT_BTND)
         x_BTND = PositionalEmbedding(self.max_frames, pdt, name="pos")(
             x_BTND, 0 if kv_slot is None else kv_slot)
-        x_BTND = STTransformer(self.depth, self.num_heads, self.mlp_ratio, self.dropout, dt, pdt,
-                               self.remat, self.attention_impl, name="transformer")(
-            x_BTND, not train, kv_slot, fill_kv_cache)
+        x_BTND = self.st_transformer(self.depth, name="transformer")(
+            x_BTND, deterministic=not train, kv_slot=kv_slot, fill_kv_cache=fill_kv_cache)
         if self.action_mode == "token":
             x_BTND = x_BTND[:, :, 1:]
-        logits_BTNV = _dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)
+        logits_BTNV = dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)
         return nn.with_logical_constraint(logits_BTNV.astype(jnp.float32),
                                           ("act_batch", "act_frame", "act_patch", None))
-
-
-def random_mask(rng: jax.Array, shape_BTN: tuple[int, int, int], min_rate: float = 0.5,
-                max_rate: float = 1.0) -> jax.Array:
-    """MaskGIT training mask: rate r ~ U(min_rate, max_rate) per sample; frame 0 never masked."""
-    r_rate, r_pos = jax.random.split(rng)
-    B = shape_BTN[0]
-    rate_B = jax.random.uniform(r_rate, (B,), minval=min_rate, maxval=max_rate)
-    mask_BTN = jax.random.uniform(r_pos, shape_BTN) < rate_B[:, None, None]
-    return mask_BTN.at[:, 0].set(False)
-
-
-def maskgit_loss(logits_BTNV: jax.Array, tokens_BTN: jax.Array,
-                 mask_BTN: jax.Array) -> tuple[jax.Array, dict]:
-    """Cross-entropy on masked tokens only, and their accuracy. Pure; -> (loss, metrics)."""
-    logp_BTNV = jax.nn.log_softmax(logits_BTNV.astype(jnp.float32), axis=-1)
-    nll_BTN = -jnp.take_along_axis(logp_BTNV, tokens_BTN[..., None], axis=-1)[..., 0]
-    m = mask_BTN.astype(jnp.float32)
-    n = jnp.maximum(jnp.sum(m), 1.0)
-    ce = jnp.sum(nll_BTN * m) / n
-    correct = (jnp.argmax(logits_BTNV, axis=-1) == tokens_BTN).astype(jnp.float32)
-    return ce, {"ce": ce, "masked_acc": jnp.sum(correct * m) / n, "mask_frac": jnp.mean(m)}

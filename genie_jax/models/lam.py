@@ -19,32 +19,30 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from genie_jax.models.st_transformer import STTransformer
-from genie_jax.models.tokenizer import (PositionalEmbedding, VideoVQModel, _dense, patchify,
-                                        to_unit_float, unpatchify)
+from genie_jax.models.layers import (ACT_BTND, PositionalEmbedding, dense, patchify,
+                                     to_unit_float, unpatchify)
+from genie_jax.models.tokenizer import VideoVQModel
 from genie_jax.models.vq import VectorQuantizer
-
-_ACT = ("act_batch", "act_frame", "act_patch", "act_embed")
 
 
 class LatentActionModel(VideoVQModel):
     num_codes: int = 6
 
     def setup(self):
-        dt, pdt, st = self.setup_common()
-        self.embed_in = _dense(self.width, "patch_in", "embed", dt, pdt, "embed_in")
+        dt, pdt = self.setup_common()
+        self.embed_in = dense(self.width, "patch_in", "embed", dt, pdt, "embed_in")
         self.action_token = self.param(
             "action_token", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed",)),
             (self.width,), pdt)
         self.pos_enc = PositionalEmbedding(self.max_frames, pdt)
-        self.encoder = STTransformer(self.depth, **st)
-        self.to_latent = _dense(self.code_dim, "embed", "latent", dt, pdt, "to_latent")
+        self.encoder = self.st_transformer(self.depth)
+        self.to_latent = dense(self.code_dim, "embed", "latent", dt, pdt, "to_latent")
         self.vq = VectorQuantizer(self.num_codes, self.code_dim, self.commitment, pdt)
-        self.dec_embed = _dense(self.width, "patch_in", "embed", dt, pdt, "dec_embed")
-        self.from_action = _dense(self.width, "latent", "embed", dt, pdt, "from_action")
+        self.dec_embed = dense(self.width, "patch_in", "embed", dt, pdt, "dec_embed")
+        self.from_action = dense(self.width, "latent", "embed", dt, pdt, "from_action")
         self.pos_dec = PositionalEmbedding(self.max_frames, pdt)
-        self.decoder = STTransformer(self.decoder_depth, **st)
-        self.to_pixels = _dense(self.patch_size ** 2 * self.channels, "embed", "patch_in",
+        self.decoder = self.st_transformer(self.decoder_depth)
+        self.to_pixels = dense(self.patch_size ** 2 * self.channels, "embed", "patch_in",
                                 dt, pdt, "to_pixels")
 
     def check_frames(self, frames_BTHWC: jax.Array) -> None:
@@ -66,7 +64,7 @@ class LatentActionModel(VideoVQModel):
         x_BTND = self.embed_in(x_BTNP)
         tok_BT1D = jnp.broadcast_to(self.action_token.astype(x_BTND.dtype),
                                     (B, T, 1, self.width))
-        x_BTND = nn.with_logical_constraint(jnp.concatenate([tok_BT1D, x_BTND], axis=2), _ACT)
+        x_BTND = nn.with_logical_constraint(jnp.concatenate([tok_BT1D, x_BTND], axis=2), ACT_BTND)
         x_BTND = self.encoder(self.pos_enc(x_BTND), deterministic=not train)
         return self.to_latent(x_BTND[:, 1:, 0])  # frames 1..T-1 -> transitions 0..T-2
 
@@ -82,7 +80,7 @@ class LatentActionModel(VideoVQModel):
         """
         x_BTND = self.dec_embed(self._patches(frames_BTHWC))
         x_BTND = x_BTND + self.from_action(q_BTL.astype(x_BTND.dtype))[:, :, None]
-        x_BTND = self.decoder(self.pos_dec(nn.with_logical_constraint(x_BTND, _ACT)),
+        x_BTND = self.decoder(self.pos_dec(nn.with_logical_constraint(x_BTND, ACT_BTND)),
                               deterministic=not train)
         patches = self.to_pixels(x_BTND).astype(jnp.float32)
         return (unpatchify(patches, self.patch_size, *self.image_size) + 1.0) / 2.0

@@ -22,15 +22,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from genie_jax.models.layers import ACT_BTND, KERNEL_INIT, dense, layer_norm
+
 Dtype = Any
-
-_KERNEL_INIT = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
-
-
-def _ln(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
-    return nn.LayerNorm(dtype=dtype, param_dtype=param_dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 
 
 class Attention(nn.Module):
@@ -53,7 +47,7 @@ class Attention(nn.Module):
         E = D // self.num_heads
         pdt = self.param_dtype
         w_qkv = self.param("qkv_kernel", nn.with_logical_partitioning(
-            _KERNEL_INIT, (None, "embed", "heads", "kv")), (3, D, self.num_heads, E), pdt)
+            KERNEL_INIT, (None, "embed", "heads", "kv")), (3, D, self.num_heads, E), pdt)
         b_qkv = self.param("qkv_bias", nn.with_logical_partitioning(
             nn.initializers.zeros, (None, "heads", "kv")), (3, self.num_heads, E), pdt)
         qkv_3BLKE = jnp.einsum("bld,sdke->sblke", x_BLD.astype(self.dtype),
@@ -97,18 +91,11 @@ class Mlp(nn.Module):
     def __call__(self, x_BTND: jax.Array, deterministic: bool) -> jax.Array:
         D = x_BTND.shape[-1]
         F = int(D * self.mlp_ratio)
-        h = nn.Dense(F, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1",
-                     kernel_init=nn.with_logical_partitioning(_KERNEL_INIT, ("embed", "mlp")),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x_BTND)
-        h = nn.with_logical_constraint(nn.gelu(h), ("act_batch", "act_frame", "act_patch", "act_mlp"))
+        h = dense(F, "embed", "mlp", self.dtype, self.param_dtype, "fc1")(x_BTND)
+        h = nn.with_logical_constraint(nn.gelu(h), (*ACT_BTND[:3], "act_mlp"))
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-        out = nn.Dense(D, dtype=self.dtype, param_dtype=self.param_dtype, name="fc2",
-                       kernel_init=nn.with_logical_partitioning(_KERNEL_INIT, ("mlp", "embed")),
-                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h)
+        out = dense(D, "mlp", "embed", self.dtype, self.param_dtype, "fc2")(h)
         return nn.Dropout(self.dropout)(out, deterministic=deterministic)
-
-
-_ACT = ("act_batch", "act_frame", "act_patch", "act_embed")
 
 
 class STBlock(nn.Module):
@@ -126,20 +113,21 @@ class STBlock(nn.Module):
         kw = dict(num_heads=self.num_heads, dropout=self.dropout, dtype=self.dtype,
                   param_dtype=self.param_dtype, attention_impl=self.attention_impl)
         # Spatial: every patch attends to every patch of its own frame.
-        h = _ln("ln_space", self.dtype, self.param_dtype)(x_BTND).reshape(B * T, N, D)
+        h = layer_norm("ln_space", self.dtype, self.param_dtype)(x_BTND).reshape(B * T, N, D)
         h = Attention(causal=False, name="space_attn", **kw)(h, deterministic)
-        x_BTND = nn.with_logical_constraint(x_BTND + h.reshape(B, T, N, D), _ACT)
+        x_BTND = nn.with_logical_constraint(x_BTND + h.reshape(B, T, N, D), ACT_BTND)
         # Temporal: each patch position attends to itself in the current and earlier frames only.
-        h = _ln("ln_time", self.dtype, self.param_dtype)(x_BTND)
+        h = layer_norm("ln_time", self.dtype, self.param_dtype)(x_BTND)
         h = h.transpose(0, 2, 1, 3).reshape(B * N, T, D)
         h = Attention(causal=True, name="time_attn", **kw)(h, deterministic, kv_slot,
                                                            fill_kv_cache)
         x_BTND = nn.with_logical_constraint(
-            x_BTND + h.reshape(B, N, T, D).transpose(0, 2, 1, 3), _ACT)
-        h = _ln("ln_mlp", self.dtype, self.param_dtype)(x_BTND)
-        h = Mlp(self.mlp_ratio, self.dropout, self.dtype, self.param_dtype, name="mlp")(
+            x_BTND + h.reshape(B, N, T, D).transpose(0, 2, 1, 3), ACT_BTND)
+        h = layer_norm("ln_mlp", self.dtype, self.param_dtype)(x_BTND)
+        h = Mlp(mlp_ratio=self.mlp_ratio, dropout=self.dropout, dtype=self.dtype,
+                param_dtype=self.param_dtype, name="mlp")(
             h, deterministic)
-        return nn.with_logical_constraint(x_BTND + h, _ACT)
+        return nn.with_logical_constraint(x_BTND + h, ACT_BTND)
 
 
 class STTransformer(nn.Module):
@@ -160,10 +148,12 @@ class STTransformer(nn.Module):
         cached = kv_slot is not None or fill_kv_cache
         remat = self.remat and not cached
         block_cls = nn.remat(STBlock, static_argnums=(2,)) if remat else STBlock
-        x_BTND = nn.with_logical_constraint(x_BTND.astype(self.dtype), _ACT)
+        x_BTND = nn.with_logical_constraint(x_BTND.astype(self.dtype), ACT_BTND)
         for i in range(self.depth):
-            block = block_cls(self.num_heads, self.mlp_ratio, self.dropout, self.dtype,
-                              self.param_dtype, self.attention_impl, name=f"block{i}")
+            block = block_cls(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                              dropout=self.dropout, dtype=self.dtype,
+                              param_dtype=self.param_dtype, attention_impl=self.attention_impl,
+                              name=f"block{i}")
             x_BTND = block(x_BTND, deterministic, kv_slot, fill_kv_cache) if cached else block(
                 x_BTND, deterministic)
-        return _ln("ln_out", self.dtype, self.param_dtype)(x_BTND)
+        return layer_norm("ln_out", self.dtype, self.param_dtype)(x_BTND)

@@ -1,16 +1,48 @@
-"""What a stage contributes to the trainer. Everything here is traced inside jit except
-`train_source`/`eval_source`/`check_batch`/`meta`, which run on the host."""
+"""What a stage contributes to the one trainer: its model's init, loss, evaluation and images.
+
+A stage holds no arrays. The traced methods are pure functions of their arguments:
+  loss(params, frozen, model_state, batch, rng), eval_step(params, frozen, model_state, batch),
+  visualize(params, frozen, model_state, batch), init(rng, batch), after_update(params, model_state)
+where `frozen` holds the params of other, finished stages this one builds on (e.g. the dynamics
+stage's tokenizer): the trainer passes them to its jitted steps as arguments, sharded, and never
+checkpoints them. The host side says which those are (`frozen_inputs`: run folder, expected meta,
+abstract shapes), so an engine can be built and its steps compiled with nothing on disk;
+`load_frozen` reads them (the trainer once per run, the sampler once per load).
+Host-side methods: train_source, eval_source, batch_spec, check_batch, frozen_inputs.
+"""
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from genie_jax.data.sources import open_episode_source
 from genie_jax.errors import UserError
+from genie_jax.runs import Run, abstract_variables
 
 Batch = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenInput:
+    """Params of another finished run that a stage uses but does not train."""
+    what: str                 # the config key naming the run folder, for error messages
+    workdir: str
+    meta: dict                # the checkpoint meta it must carry (runs.stage_meta)
+    init: Callable            # init(*init_args) -> params, for abstract shapes
+    init_args: tuple
+
+    def abstract(self, mesh=None, rules=None):
+        """ShapeDtypeStructs of the params, sharded by their logical names over `mesh`."""
+        return abstract_variables(self.init, *self.init_args, mesh=mesh, rules=rules)
+
+
+def load_frozen(inputs: dict[str, FrozenInput], abstract: dict) -> dict:
+    """Read each frozen input's params onto its abstract shapes and shardings (host side)."""
+    return {name: Run(fi.workdir, fi.what).restore(abstract[name], expect_meta=fi.meta)[0]
+            for name, fi in inputs.items()}
 
 
 class Stage:
@@ -43,20 +75,15 @@ class Stage:
                     f"expects {tuple(spec.shape)} {np.dtype(spec.dtype)}; check data.resolution, "
                     f"data.num_frames, data.batch_size and model.image_size/model.channels")
 
-    def frozen_params(self, mesh=None, rules=None) -> dict:
-        """Host side, once per run: pretrained params this stage uses but does not train (e.g. a
-        frozen tokenizer), placed on `mesh` by their logical names. Never checkpointed."""
+    def frozen_inputs(self) -> dict[str, FrozenInput]:
+        """The finished runs whose params reach the traced methods as `frozen` (none here)."""
         return {}
-
-    def bind(self, frozen) -> "Stage":
-        """The stage to use inside jitted functions, given `frozen` (jit arguments)."""
-        return self
 
     # ---- traced ----------------------------------------------------------------------------
     def init(self, rng: jax.Array, batch: Batch) -> dict:
         raise NotImplementedError
 
-    def loss(self, params, model_state, batch: Batch, rng: jax.Array):
+    def loss(self, params, frozen, model_state, batch: Batch, rng: jax.Array):
         """-> (scalar loss, (metrics dict of scalars, new model_state))."""
         raise NotImplementedError
 
@@ -64,10 +91,10 @@ class Stage:
         """Hook after the optimizer update (e.g. dead-code restart). -> (params, model_state, metrics)."""
         return params, model_state, {}
 
-    def eval_step(self, params, model_state, batch: Batch) -> dict:
+    def eval_step(self, params, frozen, model_state, batch: Batch) -> dict:
         """Per-batch metric sums plus a `count`; the trainer adds batches and divides."""
         raise NotImplementedError
 
-    def visualize(self, params, model_state, batch: Batch) -> dict[str, jax.Array]:
+    def visualize(self, params, frozen, model_state, batch: Batch) -> dict[str, jax.Array]:
         """Images (uint8 [H, W, 3]) to log at eval time."""
         return {}

@@ -9,34 +9,37 @@ Config sections:
   loss       mask_min/mask_max (MaskGIT rate r ~ U(min, max)), lam_weight, lam_vq_weight,
              restart_dead_after (LAM codes, cotrain only)
 
-Trainable params: {'dynamics': ...} plus {'lam': ...} when co-training. Frozen params (tokenizer,
-and the LAM when frozen) are loaded on the host with `frozen_params()` - params only, no
-optimizer - and are never part of the checkpointed train state.
-
-Frozen params reach the traced methods through `self.frozen`: a trainer with the frozen-params
-hook calls `stage.bind(frozen)` inside its jitted functions (so they are jit arguments, sharded);
-without the hook the stage loads them itself at trace time and they become jit constants
-(fine for small models, wasteful for large ones).
+Trainable params: {'dynamics': ...} plus {'lam': ...} when co-training. Frozen params
+{'tokenizer': ..., 'lam': ... (unless co-trained)} are named by `frozen_inputs()` (run folder,
+expected meta, abstract shapes), read once by the caller (params only, no optimizer state), and
+reach the traced methods as their `frozen` argument; they are never checkpointed here.
 """
 from __future__ import annotations
-
-import copy
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from genie_jax.errors import UserError
-from genie_jax.models.dynamics import Dynamics, maskgit_loss, random_mask
+from genie_jax.models.dynamics import Dynamics
 from genie_jax.models.lam import LatentActionModel, lam_loss
-from genie_jax.models.tokenizer import Tokenizer, to_unit_float
+from genie_jax.models.layers import to_unit_float
+from genie_jax.models.maskgit import maskgit_loss, random_mask
+from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.models.vq import restart_dead_codes
-from genie_jax.stages.base import Stage
+from genie_jax.runs import stage_meta
+from genie_jax.stages.base import FrozenInput, Stage
 from genie_jax.stages.lam import build_lam
 from genie_jax.stages.tokenizer import build_tokenizer
-from genie_jax.train.frozen import abstract_params, expected_meta, load_params
 
 LAM_MODES = ("frozen", "cotrain")
+
+
+def _params_init(model):
+    """frames -> model params (an init whose shapes give a frozen input's abstract params)."""
+    rngs = {"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(0),
+            "dropout": jax.random.PRNGKey(0)}
+    return lambda frames: model.init(rngs, frames)["params"]
 
 
 def build_dynamics(model_cfg) -> Dynamics:
@@ -87,38 +90,22 @@ class DynamicsStage(Stage):
         self.tokenizer = build_tokenizer(config.tokenizer.model)
         self.lam = build_lam(config.lam.model)
         self.cotrain = config.lam.mode == "cotrain"
-        self.frozen = None
 
     # ---- frozen params (host side) ---------------------------------------------------------
-    def frozen_params(self, mesh=None, rules=None) -> dict:
-        """Load the frozen tokenizer (and LAM unless co-trained): params only, sharded by their
-        logical names when a mesh is given. -> {'tokenizer': ..., ['lam': ...]}."""
+    def frozen_inputs(self) -> dict[str, FrozenInput]:
+        """The frozen tokenizer, and the LAM unless it is co-trained: params only."""
         cfg = self.config
         H, W = cfg.tokenizer.model.image_size
         frames = jax.ShapeDtypeStruct((1, 2, H, W, cfg.tokenizer.model.channels), np.uint8)
-        out = {}
-        ab = abstract_params(self.tokenizer, frames, mesh=mesh, rules=rules)
-        out["tokenizer"], _ = load_params(
-            cfg.tokenizer.workdir, ab, expected_meta("tokenizer", {"model": cfg.tokenizer.model}),
-            what="tokenizer.workdir")
+        out = {"tokenizer": FrozenInput(
+            "tokenizer.workdir", cfg.tokenizer.workdir,
+            stage_meta("tokenizer", {"model": cfg.tokenizer.model}),
+            _params_init(self.tokenizer), (frames,))}
         if not self.cotrain:
-            ab = abstract_params(self.lam, frames, mesh=mesh, rules=rules)
-            out["lam"], _ = load_params(
-                cfg.lam.workdir, ab, expected_meta("lam", {"model": cfg.lam.model}),
-                what="lam.workdir")
+            out["lam"] = FrozenInput("lam.workdir", cfg.lam.workdir,
+                                     stage_meta("lam", {"model": cfg.lam.model}),
+                                     _params_init(self.lam), (frames,))
         return out
-
-    def bind(self, frozen) -> "DynamicsStage":
-        """A copy whose traced methods use `frozen` (e.g. jit arguments)."""
-        s = copy.copy(self)
-        s.frozen = frozen
-        return s
-
-    def _frozen(self) -> dict:
-        if self.frozen is None:  # no trainer hook: load once; becomes jit constants
-            with jax.ensure_compile_time_eval():  # may be called while tracing: load eagerly
-                self.frozen = self.frozen_params()
-        return self.frozen
 
     # ---- host side -------------------------------------------------------------------------
     def batch_spec(self, batch_size: int):
@@ -144,10 +131,10 @@ class DynamicsStage(Stage):
             out["vq_stats"] = {"lam": lam["vq_stats"]}
         return out
 
-    def _actions(self, params, model_state, frames, rng, train: bool):
+    def _actions(self, params, frozen, model_state, frames, rng, train: bool):
         """Latent actions [B,T-1] (+ LAM loss, metrics and new stats when co-training)."""
         if not self.cotrain:
-            return lam_actions(self.lam, self._frozen()["lam"], frames), 0.0, {}, model_state
+            return lam_actions(self.lam, frozen["lam"], frames), 0.0, {}, model_state
         r_vq, r_drop = jax.random.split(rng)
         (pred, codes, aux), new = self.lam.apply(
             {"params": params["lam"], "vq_stats": model_state["vq_stats"]["lam"]}, frames,
@@ -166,12 +153,12 @@ class DynamicsStage(Stage):
                                   rngs={"dropout": r_drop})
         return maskgit_loss(logits, tokens, mask)
 
-    def loss(self, params, model_state, batch, rng):
+    def loss(self, params, frozen, model_state, batch, rng):
         r_lam, r_dyn = jax.random.split(rng)
         frames = batch["frames"]
-        tokens = encode_tokens(self.tokenizer, self._frozen()["tokenizer"], frames)
-        actions, lloss, lmetrics, new_state = self._actions(params, model_state, frames, r_lam,
-                                                            train=True)
+        tokens = encode_tokens(self.tokenizer, frozen["tokenizer"], frames)
+        actions, lloss, lmetrics, new_state = self._actions(params, frozen, model_state, frames,
+                                                            r_lam, train=True)
         ce, metrics = self._masked_ce(params, tokens, actions, r_dyn, train=True)
         loss = ce + self.config.loss.lam_weight * lloss
         lmetrics = dict(lmetrics)
@@ -186,11 +173,12 @@ class DynamicsStage(Stage):
             params, model_state.get("vq_stats", {}), self.config.loss.restart_dead_after)
         return params, {**model_state, "vq_stats": vq_stats}, {"lam_codes_restarted": restarted}
 
-    def eval_step(self, params, model_state, batch):
+    def eval_step(self, params, frozen, model_state, batch):
         frames = batch["frames"]
-        tokens = encode_tokens(self.tokenizer, self._frozen()["tokenizer"], frames)
+        tokens = encode_tokens(self.tokenizer, frozen["tokenizer"], frames)
         rng = jax.random.PRNGKey(0)  # the same masks at every eval
-        actions, _, lmetrics, _ = self._actions(params, model_state, frames, rng, train=False)
+        actions, _, lmetrics, _ = self._actions(params, frozen, model_state, frames, rng,
+                                                train=False)
         ce, m = self._masked_ce(params, tokens, actions, rng, train=False)
         B = frames.shape[0]
         out = {"ce": ce * B, "masked_acc": m["masked_acc"] * B,
@@ -203,14 +191,14 @@ class DynamicsStage(Stage):
                 actions.reshape(-1)].add(1.0)
         return out
 
-    def visualize(self, params, model_state, batch):
+    def visualize(self, params, frozen, model_state, batch):
         """Rows per clip: real frames; tokenizer reconstruction; the last frame predicted in one
         MaskGIT pass (all its tokens masked, argmax) from the real earlier frames."""
         frames = batch["frames"][:4]
-        fz = self._frozen()
+        fz = frozen
         tokens = encode_tokens(self.tokenizer, fz["tokenizer"], frames)
-        actions, _, _, _ = self._actions(params, model_state, frames, jax.random.PRNGKey(0),
-                                         train=False)
+        actions, _, _, _ = self._actions(params, frozen, model_state, frames,
+                                         jax.random.PRNGKey(0), train=False)
         inp = tokens.at[:, -1].set(self.model.mask_id)
         logits = self.model.apply({"params": params["dynamics"]}, inp, actions)
         pred_tokens = tokens.at[:, -1].set(jnp.argmax(logits[:, -1], axis=-1))

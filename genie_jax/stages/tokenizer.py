@@ -4,7 +4,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from genie_jax.metrics import psnr, ssim
-from genie_jax.models.tokenizer import Tokenizer, to_unit_float
+from genie_jax.models.layers import to_unit_float
+from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.stages.video_vq import VideoVQStage, build_model, frame_grid
 
 
@@ -19,7 +20,7 @@ class TokenizerStage(VideoVQStage):
         super().__init__(config)
         self.model = build_tokenizer(config.model)
 
-    def loss(self, params, model_state, batch, rng):
+    def loss(self, params, frozen, model_state, batch, rng):
         (recon, _, aux), new_state = self.apply_train(params, model_state, batch["frames"], rng)
         target = to_unit_float(batch["frames"])
         mse = jnp.mean(jnp.square(recon - target))
@@ -37,7 +38,7 @@ class TokenizerStage(VideoVQStage):
         recon, tokens, aux = self.model.apply({"params": params, **model_state}, frames, train=False)
         return jnp.clip(recon, 0, 1), tokens, aux
 
-    def eval_step(self, params, model_state, batch):
+    def eval_step(self, params, frozen, model_state, batch):
         recon, _, aux = self._reconstruct(params, model_state, batch["frames"])
         target = to_unit_float(batch["frames"])
         n = recon.shape[0] * recon.shape[1]
@@ -48,7 +49,7 @@ class TokenizerStage(VideoVQStage):
             "code_counts": aux["counts"],  # summed over batches -> codebook usage
         }
 
-    def visualize(self, params, model_state, batch):
+    def visualize(self, params, frozen, model_state, batch):
         frames = batch["frames"][:4]
         recon, _, _ = self._reconstruct(params, model_state, frames)
         return {"reconstructions": frame_grid(to_unit_float(frames), recon)}

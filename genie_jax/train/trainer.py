@@ -3,10 +3,16 @@
 Flow of one run:
   config -> mesh + logical rules -> stage (model, loss, eval) -> optimizer
   abstract init (jax.eval_shape) -> NamedShardings from logical names -> sharded init or restore
+  frozen params of other stages: abstract shapes at build time, read once by `train`, then
+        passed to every jitted step as an argument (never checkpointed)
   loop: grain batch (per host) -> global jax.Array -> jitted train_step (donated state)
         every log_every: fetch metrics, NaN check, console/TensorBoard
         every eval_every: held-out eval;  every checkpoint.every: async orbax save
-  SIGTERM: save at the next step boundary and return cleanly.
+  finish (end, SIGTERM, time limit): save and evaluate the final step unless that step already
+        was, write summary.json and the final images.
+  A SIGTERM that arrives before the handler is installed (while imports and the engine are being
+  built) ends the process at once with the default action (exit -15); nothing is lost, since no
+  step has run yet since the last checkpoint.
 
 Train state (a plain dict pytree, checkpointed whole):
   step, params, model_state (non-trainable collections), opt_state, rng, first_bad_step
@@ -31,10 +37,12 @@ from flax import linen as nn
 from genie_jax.data.loader import LoaderOptions, make_iterator
 from genie_jax.errors import UserError
 from genie_jax.media import write_png, write_text
+from genie_jax.metrics import codebook_usage
+from genie_jax.runs import Checkpointer, stage_meta, strip_boxes
 from genie_jax.sharding import (batch_sharding, make_mesh, replicated, rules_from_config,
                                 use_mesh)
 from genie_jax.stages import get_stage
-from genie_jax.train.checkpoint import Checkpointer, check_compatible, flatten_meta
+from genie_jax.stages.base import load_frozen
 from genie_jax.train.logger import RunLogger
 from genie_jax.train.optim import make_optimizer
 
@@ -50,22 +58,21 @@ class NonFiniteError(RuntimeError):
     pass
 
 
-def strip_boxes(tree):
-    """Replace flax Partitioned boxes by their values (no sharding constraint applied)."""
-    return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree,
-                        is_leaf=lambda x: isinstance(x, nn.Partitioned))
+def due(step: int, every: int, total: int) -> bool:
+    """Whether a periodic action (log, eval, checkpoint) runs after `step` steps: every `every`
+    steps and at the last step; never when every <= 0."""
+    return every > 0 and (step % every == 0 or step == total)
 
 
 # ------------------------------------------------------------------------------------------
 # Pure step functions (jitted once each in `Engine`).
 
 def train_step(state: dict, batch: dict, frozen, *, stage, tx) -> tuple[dict, dict]:
-    stage = stage.bind(frozen)
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
 
     def loss_fn(params):
-        return stage.loss(params, state["model_state"], batch, rng)
+        return stage.loss(params, frozen, state["model_state"], batch, rng)
 
     (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"])
@@ -91,17 +98,18 @@ def train_step(state: dict, batch: dict, frozen, *, stage, tx) -> tuple[dict, di
 
 
 def eval_step(state: dict, batch: dict, frozen, *, stage) -> dict:
-    return stage.bind(frozen).eval_step(state["params"], state["model_state"], batch)
+    return stage.eval_step(state["params"], frozen, state["model_state"], batch)
 
 
 def visualize_step(state: dict, batch: dict, frozen, *, stage) -> dict:
-    return stage.bind(frozen).visualize(state["params"], state["model_state"], batch)
+    return stage.visualize(state["params"], frozen, state["model_state"], batch)
 
 
 # ------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class Engine:
+    """Everything a run needs, built from the config alone (nothing is read from disk)."""
     config: Any
     mesh: Any
     rules: Any
@@ -111,11 +119,11 @@ class Engine:
     abstract_state: Any
     state_shardings: Any
     batch_shardings: Any
+    frozen_abstract: Any  # ShapeDtypeStructs (with shardings) of the stage's frozen inputs
     init_fn: Any
     step_fn: Any
     eval_fn: Any
     vis_fn: Any
-    frozen: Any = None  # stage.frozen_params(): passed to every jitted fn, never checkpointed
 
     def context(self):
         return use_mesh(self.mesh, self.rules)
@@ -130,9 +138,20 @@ class Engine:
         return out
 
     def meta(self) -> dict:
-        cfg = self.config
-        sections = {s: cfg[s].to_dict() for s in self.stage.shape_sections}
-        return {"stage": self.stage.name, **flatten_meta(sections)}
+        return stage_meta(self.stage.name,
+                          {s: self.config[s] for s in self.stage.shape_sections})
+
+    def load_frozen(self) -> dict:
+        """Read the frozen inputs' params onto their shardings (once per run)."""
+        return load_frozen(self.stage.frozen_inputs(), self.frozen_abstract)
+
+    def abstract_batch(self) -> dict:
+        spec = self.stage.batch_spec(self.config.data.batch_size)
+        return {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.batch_shardings[k])
+                for k, s in spec.items()}
+
+    def param_count(self) -> int:
+        return int(sum(np.prod(a.shape) for a in jax.tree.leaves(self.abstract_state["params"])))
 
 
 def build_engine(config, devices=None) -> Engine:
@@ -164,8 +183,9 @@ def build_engine(config, devices=None) -> Engine:
             strip_boxes(boxed), state_shardings)
         batch_shardings = {k: batch_sharding(mesh, len(s.shape)) for k, s in spec.items()}
         rep = replicated(mesh)
-        frozen = stage.frozen_params(mesh, rules)
-        frozen_shardings = jax.tree.map(lambda a: a.sharding, frozen)
+        frozen_abstract = {name: fi.abstract(mesh, rules)
+                           for name, fi in stage.frozen_inputs().items()}
+        frozen_shardings = jax.tree.map(lambda a: a.sharding, frozen_abstract)
         init_fn = jax.jit(lambda r: strip_boxes(init_state(r)), out_shardings=state_shardings)
         step_fn = jax.jit(functools.partial(train_step, stage=stage, tx=tx),
                           in_shardings=(state_shardings, batch_shardings, frozen_shardings),
@@ -175,7 +195,7 @@ def build_engine(config, devices=None) -> Engine:
                           out_shardings=rep)
         vis_fn = jax.jit(functools.partial(visualize_step, stage=stage), out_shardings=rep)
     return Engine(config, mesh, rules, stage, tx, schedule, abstract, state_shardings,
-                  batch_shardings, init_fn, step_fn, eval_fn, vis_fn, frozen)
+                  batch_shardings, frozen_abstract, init_fn, step_fn, eval_fn, vis_fn)
 
 
 def loader_options(config, *, seed: int, shuffle: bool = True) -> LoaderOptions:
@@ -187,19 +207,44 @@ def loader_options(config, *, seed: int, shuffle: bool = True) -> LoaderOptions:
 
 
 def summarize_eval(sums: dict) -> dict:
+    """Summed per-batch eval outputs -> means; a `*counts` entry (codes chosen, summed) becomes
+    `*usage` and `*perplexity` (metrics.codebook_usage)."""
     count = float(sums.pop("count"))
     out = {}
     for k, v in sums.items():
-        v = np.asarray(v)
         if k.endswith("counts"):
             name = k[: -len("counts")]
-            probs = v / max(v.sum(), 1)
-            nz = probs[probs > 0]
-            out[f"{name}usage"] = float(np.mean(v > 0))
-            out[f"{name}perplexity"] = float(np.exp(-np.sum(nz * np.log(nz))))
+            usage = codebook_usage(v)
+            out[f"{name}usage"] = usage["usage"]
+            out[f"{name}perplexity"] = usage["perplexity"]
         else:
             out[k] = float(v) / count
     return out
+
+
+class LogWindow:
+    """Train metrics of the steps since the last log record, kept on device until a log step.
+
+    Saved with every checkpoint (`to_json`), so a run resumed from a checkpoint that is not a log
+    step averages the same steps, in the same dtype, as an uninterrupted run would."""
+
+    def __init__(self, saved: dict | None = None):
+        self.items: list[dict] = []
+        for rec in (saved or {}).get("metrics", []):
+            self.items.append({k: np.asarray(v, dtype=dt) for k, (v, dt) in rec.items()})
+
+    def add(self, metrics: dict) -> None:
+        self.items.append(metrics)
+
+    def take_means(self) -> tuple[dict, dict]:
+        """Fetch and clear -> (mean per metric, the last step's metrics)."""
+        host, self.items = jax.device_get(self.items), []
+        return {k: float(np.mean([m[k] for m in host])) for k in host[0]}, host[-1]
+
+    def to_json(self) -> dict:
+        self.items = jax.device_get(self.items)  # at checkpoint steps only
+        return {"metrics": [{k: [np.asarray(v).item(), str(np.asarray(v).dtype)]
+                             for k, v in m.items()} for m in self.items]}
 
 
 def _merge_earlier_segments(summary: dict, path: str, start: int) -> None:
@@ -228,12 +273,12 @@ def train(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     engine = build_engine(config)
-    stage, tcfg = engine.stage, config.train
-    total = tcfg.steps
+    total = config.train.steps
     B, T = config.data.batch_size, config.data.num_frames
 
-    train_iter = make_iterator(stage.train_source(), loader_options(config, seed=config.data.seed))
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+    train_iter = make_iterator(engine.stage.train_source(),
+                               loader_options(config, seed=config.data.seed))
+    ckpt = Checkpointer(workdir, keep=config.checkpoint.keep,
                         async_save=config.checkpoint.async_save)
     meta = engine.meta()
     logger = RunLogger(workdir, total, B * T, enabled=is_main)
@@ -242,18 +287,22 @@ def train(config, workdir: str) -> dict:
     _STOP.clear()
     try:
         with engine.context():
-            state, start = ckpt.restore_latest(engine.abstract_state, train_iter, meta,
-                                               check_compatible)
+            frozen = engine.load_frozen()
+            state, start, window = ckpt.restore_latest(engine.abstract_state, train_iter, meta)
             if state is None:
                 state, start = engine.init_fn(jax.random.PRNGKey(config.seed)), 0
                 if is_main:
                     write_text(os.path.join(workdir, "config.json"),
-                           config.to_json_best_effort(indent=2))
+                               config.to_json_best_effort(indent=2))
             else:
                 print(f"resumed from {ckpt.directory}/{start}", flush=True)
+            logger.resume(start)
+            if is_main:
+                print(f"{engine.stage.name}: {engine.param_count():,} trainable parameters",
+                      flush=True)
             eval_batches = _held_out_batches(engine, config)
-            summary = _loop(engine, state, start, train_iter, eval_batches, ckpt, logger, meta,
-                            workdir)
+            summary = _loop(engine, state, start, frozen, train_iter, eval_batches, ckpt, logger,
+                            meta, LogWindow(window), workdir)
     finally:
         ckpt.close()
         logger.close()
@@ -272,15 +321,15 @@ def _held_out_batches(engine: Engine, config) -> list[dict]:
     return [engine.global_batch(next(it)) for _ in range(n)]
 
 
-def _evaluate(engine: Engine, state, eval_batches) -> dict:
+def _evaluate(engine: Engine, state, frozen, eval_batches) -> dict:
     sums = None
     for b in eval_batches:
-        out = engine.eval_fn(state, b, engine.frozen)
+        out = engine.eval_fn(state, b, frozen)
         sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     return summarize_eval(jax.device_get(sums))
 
 
-def _should_stop(step_done: int, at_log: bool, deadline: float | None) -> bool:
+def _should_stop(at_log: bool, deadline: float | None) -> bool:
     local = _STOP.is_set() or (deadline is not None and at_log and time.time() > deadline)
     if jax.process_count() == 1:
         return local
@@ -290,80 +339,86 @@ def _should_stop(step_done: int, at_log: bool, deadline: float | None) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
 
 
-def _check_finite(state, metrics_host: dict) -> None:
+def _check_finite(state, last_loss: float = 0.0) -> None:
     bad = int(jax.device_get(state["first_bad_step"]))
-    if bad >= 0 or not np.isfinite(metrics_host.get("loss", 0.0)):
+    if bad >= 0 or not np.isfinite(last_loss):
         raise NonFiniteError(
             f"loss or gradients became NaN/inf at step {bad if bad >= 0 else '?'}; stopping. "
             "No checkpoint was written after that step. Lower optim.lr, check the data, or "
             "raise optim.clip_norm.")
 
 
-def _loop(engine: Engine, state, start: int, train_iter, eval_batches, ckpt: Checkpointer,
-          logger: RunLogger, meta: dict, workdir: str) -> dict:
+def _loop(engine: Engine, state, start: int, frozen, train_iter, eval_batches,
+          ckpt: Checkpointer, logger: RunLogger, meta: dict, window: LogWindow,
+          workdir: str) -> dict:
     config, stage, tcfg = engine.config, engine.stage, engine.config.train
     total, ck_every = tcfg.steps, config.checkpoint.every
     deadline = time.time() + 60 * tcfg.max_minutes if tcfg.max_minutes > 0 else None
-    pending: list[dict] = []
     history: list[dict] = []
     last_eval: dict = {}
+    images: dict = {}
+    saved_step = start if start > 0 else None  # the step on disk now
     preempted = False
     step = start
     t_start = time.perf_counter()
     logger.start(step)
-    first = True
+
+    def save(step):
+        nonlocal saved_step
+        _check_finite(state)
+        ckpt.save(step, state, train_iter, meta, window.to_json())
+        saved_step = step
+
+    def evaluate(step):
+        nonlocal last_eval, images
+        last_eval = _evaluate(engine, state, frozen, eval_batches)
+        history.append({"step": step, **last_eval})
+        logger.scalars(step, "eval", last_eval)
+        images = jax.device_get(engine.vis_fn(state, eval_batches[0], frozen))
+        logger.images(step, images)
+        return last_eval
+
     while step < total:
-        at_log = (step % tcfg.log_every == 0) and step > start
-        if _should_stop(step, at_log, deadline):
+        at_log = step > start and step % tcfg.log_every == 0
+        if _should_stop(at_log, deadline):
             preempted = _STOP.is_set()
             print(f"{'SIGTERM' if preempted else 'time limit'}: saving step {step} and stopping",
                   flush=True)
             break
         local = next(train_iter)
-        if first:
+        if step == start:
             stage.check_batch(local, config.data.batch_size // jax.process_count())
-            first = False
-        state, metrics = engine.step_fn(state, engine.global_batch(local), engine.frozen)
-        pending.append(metrics)
+        state, metrics = engine.step_fn(state, engine.global_batch(local), frozen)
+        window.add(metrics)
         step += 1
-        if step % tcfg.log_every == 0 or step == total:
-            host = jax.device_get(pending)
-            pending = []
-            means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-            _check_finite(state, {"loss": host[-1]["loss"]})
+        if due(step, tcfg.log_every, total):
+            means, last = window.take_means()
+            _check_finite(state, float(last["loss"]))
             means["lr"] = float(engine.schedule(step - 1))
             rate = logger.progress(step, {k: means[k] for k in ("loss", "psnr") if k in means})
             logger.scalars(step, "train", {**means, **rate})
-        if eval_batches and (step % tcfg.eval_every == 0 or step == total):
-            last_eval = _evaluate(engine, state, eval_batches)
-            history.append({"step": step, **last_eval})
-            logger.scalars(step, "eval", last_eval)
-            logger.images(step, jax.device_get(engine.vis_fn(state, eval_batches[0],
-                                                             engine.frozen)))
-            print(f"eval @ {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in last_eval.items()),
+        if eval_batches and due(step, tcfg.eval_every, total):
+            ev = evaluate(step)
+            print(f"eval @ {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in ev.items()),
                   flush=True)
-        if step % ck_every == 0 and step < total:
-            _check_finite(state, {})
-            ckpt.save(step, state, train_iter, meta)
+        if due(step, ck_every, total):
+            save(step)
     train_seconds = time.perf_counter() - t_start
-    if step > start:
-        _check_finite(state, {})
-        ckpt.save(step, state, train_iter, meta, force=True)
+
+    # The one finish path (end, SIGTERM, time limit, or a resume of a finished run): the final
+    # step is saved and evaluated once, whatever the loop already did at that step.
+    if step > start and saved_step != step:
+        save(step)
     if eval_batches and (not history or history[-1]["step"] != step):
-        # A run cut short (time limit, SIGTERM) or resumed at its end reports its final state.
-        last_eval = _evaluate(engine, state, eval_batches)
-        history.append({"step": step, **last_eval})
-        logger.scalars(step, "eval", last_eval)
+        evaluate(step)  # a run cut short or resumed at its end reports its final state
     ckpt.wait()
     logger.flush()
     summary = {"stage": stage.name, "step": step, "total_steps": total, "preempted": preempted,
                "stopped_early": step < total, "train_seconds": train_seconds,
                "steps_per_s": (step - start) / max(train_seconds, 1e-9),
+               "param_count": engine.param_count(),
                "eval": last_eval, "eval_history": history}
     _merge_earlier_segments(summary, os.path.join(workdir, "summary.json"), start)
-    # Every process joins the (collective) image computation; only process 0 writes.
-    images = (jax.device_get(engine.vis_fn(state, eval_batches[0], engine.frozen))
-              if eval_batches else {})
     if jax.process_index() == 0:
         write_text(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
         for name, img in images.items():

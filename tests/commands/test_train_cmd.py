@@ -151,3 +151,6 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
     assert "falling back to step 4" in proc.stdout
     assert "resumed from" in proc.stdout and proc.stdout.strip().endswith(f"run folder {wd}")
     assert "done: step 10/10" in proc.stdout
+    # The unreadable step was set aside, and the resumed run saved step 8 afresh.
+    assert os.path.isdir(os.path.join(wd, "checkpoints_unreadable", "8"))
+    assert "8" in os.listdir(os.path.join(wd, "checkpoints"))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from genie_jax.models.tokenizer import Tokenizer, patchify, unpatchify
+from genie_jax.models.layers import patchify, unpatchify
+from genie_jax.models.tokenizer import Tokenizer
 
 
 def _model():

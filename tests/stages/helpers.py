@@ -20,8 +20,7 @@ def test_config(name: str, arg: str = "size=test"):
 def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
     """Init the stage's model, save a checkpoint + config.json like a trainer run; -> params."""
     from genie_jax.stages import get_stage
-    from genie_jax.train.checkpoint import Checkpointer
-    from genie_jax.train.frozen import expected_meta
+    from genie_jax.runs import Checkpointer, stage_meta
     stage = get_stage(stage_config)
     spec = stage.batch_spec(1)
     batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
@@ -32,9 +31,9 @@ def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
              "opt_state": tx.init(params), "rng": jax.random.PRNGKey(0),
              "first_bad_step": jnp.asarray(-1, jnp.int32)}
     os.makedirs(workdir, exist_ok=True)
-    ck = Checkpointer(os.path.join(workdir, "checkpoints"), keep=2, async_save=False)
+    ck = Checkpointer(workdir, keep=2, async_save=False)
     sections = {s: stage_config[s] for s in stage.shape_sections}
-    ck.save(step, state, None, expected_meta(stage.name, sections), force=True)
+    ck.save(step, state, None, stage_meta(stage.name, sections))
     ck.close()
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(stage_config.to_json_best_effort(indent=2))

@@ -13,7 +13,7 @@ sys.path.insert(0, ".")
 
 def main(workdir, out, mesh, *overrides):
     from experiments.configs.tokenizer import get_config
-    from genie_jax.train.checkpoint import Checkpointer, check_compatible
+    from genie_jax.runs import Checkpointer
     from genie_jax.train.trainer import build_engine
     cfg = get_config("size=test")
     cfg.mesh.shape = tuple(int(x) for x in mesh.split(","))
@@ -22,9 +22,9 @@ def main(workdir, out, mesh, *overrides):
         sec, key = k.split(".")
         cfg[sec][key] = type(cfg[sec][key])(v)
     engine = build_engine(cfg)
-    ck = Checkpointer(f"{workdir}/checkpoints", keep=3)
+    ck = Checkpointer(workdir, keep=3)
     with engine.context():
-        state, step = ck.restore_latest(engine.abstract_state, None, engine.meta(), check_compatible)
+        state, step, _ = ck.restore_latest(engine.abstract_state, None, engine.meta())
     flat = traverse_util.flatten_dict(jax.device_get(state["params"]), sep="/")
     shardings = {k: str(v.sharding.spec) for k, v in
                  traverse_util.flatten_dict(state["params"], sep="/").items()}

@@ -31,7 +31,7 @@ for name, shape, devs in [("single", (1, 1, 1), jax.devices()[:1]), ("sharded", 
         specs = {str(x.sharding.spec) for x in jax.tree.leaves(state["params"])}
         losses = []
         for _ in range(3):
-            state, m = eng.step_fn(state, eng.global_batch(next(it)), eng.frozen)
+            state, m = eng.step_fn(state, eng.global_batch(next(it)), {})
             losses.append(float(m["loss"]))
     results[name] = (losses, jax.device_get(state["params"]), specs)
 (l1, p1, s1), (l8, p8, s8) = results["single"], results["sharded"]

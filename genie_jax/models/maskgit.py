@@ -1,0 +1,98 @@
+"""MaskGIT, training and decoding in one place.
+
+Training (the dynamics stage): `random_mask` masks a random fraction r ~ U(min, max) of the
+tokens of every frame after the first, and `maskgit_loss` is the cross-entropy on the masked
+tokens only.
+
+Decoding (the sampler): `maskgit_decode_frame` starts with every token of a frame masked; at each
+of `steps` steps it samples all masked tokens (temperature), keeps the most confident and re-masks
+the rest, so that after step s a fraction gamma((s+1)/steps) of the frame is still masked
+(`mask_ratio`: cosine by default, 0 at the end, so every token is decoded by the last step;
+`masked_counts` turns it into static token counts).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def random_mask(rng: jax.Array, shape_BTN: tuple[int, int, int], min_rate: float = 0.5,
+                max_rate: float = 1.0) -> jax.Array:
+    """MaskGIT training mask: rate r ~ U(min_rate, max_rate) per sample; frame 0 never masked."""
+    r_rate, r_pos = jax.random.split(rng)
+    B = shape_BTN[0]
+    rate_B = jax.random.uniform(r_rate, (B,), minval=min_rate, maxval=max_rate)
+    mask_BTN = jax.random.uniform(r_pos, shape_BTN) < rate_B[:, None, None]
+    return mask_BTN.at[:, 0].set(False)
+
+
+def maskgit_loss(logits_BTNV: jax.Array, tokens_BTN: jax.Array,
+                 mask_BTN: jax.Array) -> tuple[jax.Array, dict]:
+    """Cross-entropy on masked tokens only, and their accuracy. Pure; -> (loss, metrics)."""
+    logp_BTNV = jax.nn.log_softmax(logits_BTNV.astype(jnp.float32), axis=-1)
+    nll_BTN = -jnp.take_along_axis(logp_BTNV, tokens_BTN[..., None], axis=-1)[..., 0]
+    m = mask_BTN.astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(m), 1.0)
+    ce = jnp.sum(nll_BTN * m) / n
+    correct = (jnp.argmax(logits_BTNV, axis=-1) == tokens_BTN).astype(jnp.float32)
+    return ce, {"ce": ce, "masked_acc": jnp.sum(correct * m) / n, "mask_frac": jnp.mean(m)}
+
+
+SCHEDULES = ("cosine", "linear", "square")
+
+
+def mask_ratio(schedule: str, r):
+    """Fraction of tokens still masked after progress r in [0, 1]; 1 at r=0, 0 at r=1."""
+    if schedule == "cosine":
+        return np.cos(0.5 * np.pi * r)
+    if schedule == "linear":
+        return 1.0 - r
+    if schedule == "square":
+        return 1.0 - r ** 2
+    raise ValueError(f"sampling schedule must be one of {SCHEDULES}; got {schedule!r}")
+
+
+def masked_counts(num_tokens: int, steps: int, schedule: str = "cosine") -> list[int]:
+    """Tokens still masked after each MaskGIT step (static). Non-increasing, ends at 0, and at
+    least one token is unmasked per step."""
+    out, left = [], num_tokens
+    for s in range(steps):
+        n = int(math.floor(num_tokens * float(mask_ratio(schedule, (s + 1) / steps)) + 1e-6))
+        n = 0 if s == steps - 1 else min(n, left - 1)
+        left = max(n, 0)
+        out.append(left)
+    return out
+
+
+def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id: int,
+                         steps: int, temperature: float, schedule: str):
+    """Decode one frame by MaskGIT. logits_fn(frame tokens [B,N], mask_id where masked) ->
+    logits [B,N,V]. -> tokens [B,N] (no mask_id left)."""
+    B, N = batch, num_tokens
+    counts = jnp.asarray(masked_counts(N, steps, schedule), jnp.int32)
+
+    def body(s, carry):
+        frame_BN, masked_BN = carry
+        logits_BNV = logits_fn(frame_BN)
+        r_sample, r_choice = jax.random.split(jax.random.fold_in(rng, s))
+        if temperature > 0:
+            sampled_BN = jax.random.categorical(r_sample, logits_BNV / temperature, axis=-1)
+        else:
+            sampled_BN = jnp.argmax(logits_BNV, axis=-1)
+        logp_BNV = jax.nn.log_softmax(logits_BNV, axis=-1)
+        conf_BN = jnp.take_along_axis(logp_BNV, sampled_BN[..., None], axis=-1)[..., 0]
+        if temperature > 0:  # MaskGIT: randomise the choice of kept tokens, less so later on
+            anneal = temperature * (1.0 - (s + 1.0) / steps)
+            conf_BN = conf_BN + anneal * jax.random.gumbel(r_choice, conf_BN.shape)
+        sampled_BN = jnp.where(masked_BN, sampled_BN.astype(jnp.int32), frame_BN)
+        conf_BN = jnp.where(masked_BN, conf_BN, jnp.inf)  # decided tokens stay decided
+        rank_BN = jnp.argsort(jnp.argsort(conf_BN, axis=-1), axis=-1)
+        new_masked_BN = rank_BN < counts[s]
+        return jnp.where(new_masked_BN, mask_id, sampled_BN), new_masked_BN
+
+    init = (jnp.full((B, N), mask_id, jnp.int32), jnp.ones((B, N), bool))
+    frame_BN, _ = jax.lax.fori_loop(0, steps, body, init)
+    return frame_BN
