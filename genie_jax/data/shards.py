@@ -34,7 +34,8 @@ therefore leave a split empty; the writer reports it.
 Writing is two-phase. Workers write *units* (one input video / array / image folder, or one block
 of generated episodes) into DIR/.staging: `<unit>.<split>.array_record` shards plus a
 `<unit>.json` manifest, each written under a temporary name and renamed, the manifest last; a unit
-with a manifest is finished and is skipped by a re-run. `finalize` then hard-links every staged
+with a manifest is finished and is skipped by a re-run (genie_jax/data/staging.py runs the units
+and holds the one policy for removing temporaries, stale and failed units). `finalize` then hard-links every staged
 shard into the TFDS naming scheme and writes the index and TFDS metadata; no record is copied.
 Deleting .staging after conversion is safe for reading (the shards are hard links), but a later
 re-run would then convert everything again.
