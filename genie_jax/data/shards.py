@@ -89,7 +89,10 @@ def _example_pb2():
 
 
 def serialize_chunk(frames: np.ndarray, actions: np.ndarray, episode_key: str, offset: int) -> bytes:
-    """Same bytes as features(...).serialize_example, built directly (no TFDS import needed)."""
+    """The Example features(...).serialize_example builds, built directly (no TFDS import).
+
+    Serialized with a deterministic map order: otherwise the order of the four features follows
+    the process's string hashing, and one chunk gives different bytes in different runs."""
     pb = _example_pb2()
     ex = pb.Example()
     f = ex.features.feature
@@ -97,7 +100,7 @@ def serialize_chunk(frames: np.ndarray, actions: np.ndarray, episode_key: str, o
     f["actions"].int64_list.value.extend(np.asarray(actions, np.int64).tolist())
     f["episode_key"].bytes_list.value.append(episode_key.encode())
     f["frame_offset"].int64_list.value.append(int(offset))
-    return ex.SerializeToString()
+    return ex.SerializeToString(deterministic=True)
 
 
 def split_of(key: str, fractions: dict[str, float], seed: int) -> str:
