@@ -34,12 +34,23 @@ import numpy as np
 from genie_jax.data import shards, staging
 from genie_jax.data.convert import ConvertOptions, resize_frames
 
-# procgen CoinRun's 15 actions behave as 6 (GENIE_NOTES): class id per action.
+# procgen CoinRun's 15 actions behave as 6 (GENIE_NOTES): class id per action. The one copy of
+# this table: `genie-jax eval` scores latent actions against these classes.
 COINRUN_ACTION_CLASSES = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5, 2, 2, 2, 2, 2, 2], np.int32)
 COINRUN_CLASS_NAMES = ("LEFT", "LEFT+UP", "NOOP", "UP", "RIGHT", "RIGHT+UP")
 PROCGEN_PACKAGE = "procgen-mirror==0.10.7"
 WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "data_pipelines", "procgen_worker.py")
+
+
+def coinrun_action_class(actions) -> np.ndarray:
+    """procgen CoinRun action ids (0..14, any shape) -> int64 class ids (COINRUN_CLASS_NAMES);
+    an unknown action (< 0, e.g. -1, or > 14) -> -1."""
+    a = np.asarray(actions)
+    out = np.full(a.shape, -1, np.int64)
+    ok = (a >= 0) & (a < len(COINRUN_ACTION_CLASSES))
+    out[ok] = COINRUN_ACTION_CLASSES[a[ok]]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
