@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import functools
-import json
 import os
 import shutil
 import subprocess
@@ -249,7 +248,3 @@ def generate_atari(out_dir: str, game: str, opts: GameOptions, workers: int = 1,
     fill = functools.partial(_atari_block, opts=opts, game=game, frameskip=frameskip)
     return _run_blocks(out_dir, f"atari-{game}", f"ale:{game}", opts, fill, workers, True,
                        progress, log)
-
-
-def summary_json(summary: dict) -> str:
-    return json.dumps(summary, indent=1, default=str)
