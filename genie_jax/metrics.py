@@ -1,4 +1,14 @@
-"""Image metrics on frames in [0, 1]: PSNR and SSIM (Gaussian window 11, sigma 1.5)."""
+"""The metrics of genie_jax, as pure functions.
+
+jax, on frames in [0, 1] with any leading axes (training eval and `genie-jax eval`):
+  psnr, ssim (Gaussian window 11, sigma 1.5) -> one value per image.
+
+numpy, on host arrays (`genie-jax eval`, genie_jax/evaluation.py):
+  contingency_table (of two labellings; negative labels are unknown and dropped),
+  entropy_of_counts, mutual_information, normalized_mutual_information (latent vs true actions),
+  codebook_usage (codes used, perplexity), per_step_mean, delta_psnr_per_step (controllability),
+  value_at_step.
+"""
 from __future__ import annotations
 
 import jax

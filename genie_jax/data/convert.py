@@ -28,18 +28,17 @@ Long inputs are cut into episodes of --episode-frames (default: no cut); pieces 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
-import multiprocessing
 import os
 import re
 import sys
-import time
 from typing import Iterator
 
 import numpy as np
 
-from genie_jax.data import shards
+from genie_jax.data import shards, staging
 
 VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".m4v")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -337,7 +336,7 @@ def read_images(folder: str, opts: ConvertOptions, block: int = 64):
 
 
 # ------------------------------------------------------------------------------------------------
-# One unit (runs in a worker process)
+# One input = one unit (filled in a worker process)
 # ------------------------------------------------------------------------------------------------
 
 def _stat(path: str) -> list:
@@ -349,131 +348,87 @@ def _stat(path: str) -> list:
     return [st.st_size, st.st_mtime_ns]
 
 
-def convert_one(job: tuple[str, str, str, ConvertOptions]) -> dict:
-    kind, path, out_dir, opts = job
-    staging = os.path.join(out_dir, shards.STAGING_DIR)
-    unit = unit_key(path)
-    t0 = time.perf_counter()
-    try:
-        stat = _stat(path)
-    except OSError as e:
-        return dict(status="skipped", path=path, reason=f"cannot stat: {e.strerror}")
-    done = shards.unit_done(staging, unit)
-    if done is not None and done.get("input_stat") == stat:
-        return dict(status="done_before", path=path, episodes=len(done["episodes"]),
-                    frames=sum(e["num_frames"] for e in done["episodes"]), bytes=done["bytes"])
-    if done is not None:  # the input changed since: its old unit must not outlive a failure
-        os.remove(os.path.join(staging, unit + ".json"))
-    writer = shards.UnitWriter(
-        staging, unit, (opts.height, opts.width, 3), fractions=dict(opts.fractions),
-        split_seed=opts.split_seed, split_by=opts.split_by, record_frames=opts.record_frames,
-        compression=opts.compression, min_frames=opts.min_frames,
-        unit_meta=dict(input=path, kind=kind, input_stat=stat))
-    try:
-        if kind == "video":
-            streams = [read_video(path, opts)]
-        elif kind == "array":
-            streams = read_arrays(path, opts)
-        elif kind == "images":
-            streams = [read_images(path, opts)]
-        else:
-            raise SkipInput(f"unknown input kind {kind}")
-        for info, blocks in streams:
-            info.update(height=opts.height, width=opts.width, resize=opts.resize, seed=None)
-            cut = opts.episode_frames or 0
-            part, in_ep = 0, 0
-            writer.begin_episode(dict(info, part=part))
-            for fr, act in blocks:
-                while len(fr):
-                    take = len(fr) if not cut else min(len(fr), cut - in_ep)
-                    writer.add(fr[:take], None if act is None else act[:take])
-                    in_ep += take
-                    fr = fr[take:]
-                    act = None if act is None else act[take:]
-                    if cut and in_ep == cut:
-                        writer.end_episode()
-                        part, in_ep = part + 1, 0
-                        writer.begin_episode(dict(info, part=part))
-            writer.end_episode()
-        if not writer.episodes:
-            raise SkipInput(f"no episode of at least {opts.min_frames} frames")
-        res = writer.commit()
-    except SkipInput as e:
-        writer.abort()
-        return dict(status="skipped", path=path, reason=str(e))
-    except Exception as e:  # noqa: BLE001 - one bad file never ends the run
-        writer.abort()
-        return dict(status="skipped", path=path, reason=f"{type(e).__name__}: {_first_line(e)}")
-    except BaseException:
-        writer.abort()
-        raise
-    return dict(status="ok", path=path, episodes=res.episodes, frames=res.frames, bytes=res.bytes,
-                seconds=time.perf_counter() - t0)
+def _skip_reason(e: BaseException) -> str:
+    if isinstance(e, SkipInput):
+        return str(e)
+    return f"{type(e).__name__}: {_first_line(e)}"
 
 
-def _remove_temporaries(staging: str) -> None:
-    """Drop temporaries left by a killed run (finished units are kept). One run per out_dir."""
-    if not os.path.isdir(staging):
-        return
-    for n in os.listdir(staging):
-        if ".tmp-" in n:
-            try:
-                os.remove(os.path.join(staging, n))
-            except OSError:
-                pass
+def _convert_input(opts: ConvertOptions, unit: staging.Unit, writer: shards.UnitWriter) -> None:
+    """Stream the episodes of one input (unit.job = (kind, path)) into its unit's writer."""
+    kind, path = unit.job
+    if kind == "video":
+        streams = [read_video(path, opts)]
+    elif kind == "array":
+        streams = read_arrays(path, opts)
+    elif kind == "images":
+        streams = [read_images(path, opts)]
+    else:
+        raise SkipInput(f"unknown input kind {kind}")
+    for info, blocks in streams:
+        info.update(height=opts.height, width=opts.width, resize=opts.resize, seed=None)
+        cut = opts.episode_frames or 0
+        part, in_ep = 0, 0
+        writer.begin_episode(dict(info, part=part))
+        for fr, act in blocks:
+            while len(fr):
+                take = len(fr) if not cut else min(len(fr), cut - in_ep)
+                writer.add(fr[:take], None if act is None else act[:take])
+                in_ep += take
+                fr = fr[take:]
+                act = None if act is None else act[take:]
+                if cut and in_ep == cut:
+                    writer.end_episode()
+                    part, in_ep = part + 1, 0
+                    writer.begin_episode(dict(info, part=part))
+        writer.end_episode()
+    if not writer.episodes:
+        raise SkipInput(f"no episode of at least {opts.min_frames} frames")
 
 
 def convert(inputs: list[str], out_dir: str, opts: ConvertOptions, workers: int = 1,
             progress: bool = True, log=None) -> dict:
-    """Convert inputs into the dataset at out_dir (resumable). Returns the summary dict."""
+    """Convert inputs into the dataset at out_dir (resumable). Returns the summary dict.
+
+    Each input is one unit keyed by its [size, mtime_ns] (a changed input is converted again);
+    staging, resuming and the removal policy are genie_jax/data/staging.py's.
+    """
     from tqdm import tqdm
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     if opts.resize not in RESIZE_POLICIES:
         raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {opts.resize!r}")
     if opts.record_frames < 1 or opts.height < 1 or opts.width < 1:
         raise ValueError("record_frames, height and width must be >= 1")
-    os.makedirs(out_dir, exist_ok=True)
-    shards.check_options(out_dir, opts.dataset_options())
-    _remove_temporaries(os.path.join(out_dir, shards.STAGING_DIR))
     jobs, bad = discover(inputs)
-    summary = dict(inputs=len(jobs) + len(bad), converted=0, already_done=0, skipped=len(bad),
-                   episodes=0, frames=0, bytes=0, skipped_files=[])
+    n_inputs = len(jobs) + len(bad)
+    units = []
+    for kind, path in jobs:
+        try:
+            stat = _stat(path)
+        except OSError as e:
+            bad.append((path, f"cannot stat: {e.strerror}"))
+            continue
+        units.append(staging.Unit(unit_key(path), key=stat, meta=dict(input=path, kind=kind),
+                                  label=path, job=(kind, path)))
     for path, reason in bad:
         log(f"skipped {path}: {reason}")
-        summary["skipped_files"].append([path, reason])
-    t0 = time.perf_counter()
-    work = [(k, p, out_dir, opts) for k, p in jobs]
-    bar = tqdm(total=len(work), unit="file", disable=not progress, file=sys.stderr,
-               desc="convert")
-    if workers > 1 and len(work) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        pool = ctx.Pool(min(workers, len(work)))
-        results = pool.imap_unordered(convert_one, work)
-    else:
-        pool = None
-        results = map(convert_one, work)
-    try:
-        for r in results:
-            if r["status"] == "skipped":
-                summary["skipped"] += 1
-                summary["skipped_files"].append([r["path"], r["reason"]])
-                log(f"skipped {r['path']}: {r['reason']}")
-            else:
-                summary["converted" if r["status"] == "ok" else "already_done"] += 1
-                for k in ("episodes", "frames", "bytes"):
-                    summary[k] += r[k]
-            bar.update(1)
-            bar.set_postfix(frames=summary["frames"], skipped=summary["skipped"])
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-    summary["seconds"] = time.perf_counter() - t0
-    summary["frames_per_s"] = summary["frames"] / max(summary["seconds"], 1e-9)
-    if summary["converted"] + summary["already_done"]:
-        summary["splits"] = shards.finalize(out_dir)
-        for split, st in summary["splits"].items():
+    writer_args = dict(frame_shape=(opts.height, opts.width, 3), fractions=dict(opts.fractions),
+                       split_seed=opts.split_seed, split_by=opts.split_by,
+                       record_frames=opts.record_frames, compression=opts.compression,
+                       min_frames=opts.min_frames)
+    run = staging.run_units(
+        out_dir, units, functools.partial(_convert_input, opts), options=opts.dataset_options(),
+        writer_args=writer_args, key_field="input_stat", workers=workers, processes=True,
+        reason=_skip_reason, progress=progress, progress_unit="file", desc="convert", log=log)
+    summary = dict(inputs=n_inputs, converted=run.written,
+                   already_done=run.already_done, skipped=len(bad) + len(run.skipped),
+                   episodes=run.episodes, frames=run.frames, bytes=run.bytes,
+                   skipped_files=[[p, r] for p, r in bad] +
+                   [[u.label, r] for u, r in run.skipped],
+                   seconds=run.seconds, frames_per_s=run.frames_per_s)
+    if run.splits is not None:
+        summary["splits"] = run.splits
+        for split, st in run.splits.items():
             if dict(opts.fractions).get(split, 0) > 0 and st["episodes"] == 0:
                 log(f"warning: split {split!r} got no episode (hash-based split of "
                     f"{summary['episodes']} episodes); use more episodes or other fractions")

@@ -19,29 +19,37 @@ whose names are in the episode metadata.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import fcntl
-import json
-import multiprocessing
+import functools
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-from genie_jax.data import shards
+from genie_jax.data import shards, staging
 from genie_jax.data.convert import ConvertOptions, resize_frames
 
-# procgen CoinRun's 15 actions behave as 6 (GENIE_NOTES): class id per action.
+# procgen CoinRun's 15 actions behave as 6 (GENIE_NOTES): class id per action. The one copy of
+# this table: `genie-jax eval` scores latent actions against these classes.
 COINRUN_ACTION_CLASSES = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5, 2, 2, 2, 2, 2, 2], np.int32)
 COINRUN_CLASS_NAMES = ("LEFT", "LEFT+UP", "NOOP", "UP", "RIGHT", "RIGHT+UP")
 PROCGEN_PACKAGE = "procgen-mirror==0.10.7"
 WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "data_pipelines", "procgen_worker.py")
+
+
+def coinrun_action_class(actions) -> np.ndarray:
+    """procgen CoinRun action ids (0..14, any shape) -> int64 class ids (COINRUN_CLASS_NAMES);
+    an unknown action (< 0, e.g. -1, or > 14) -> -1."""
+    a = np.asarray(actions)
+    out = np.full(a.shape, -1, np.int64)
+    ok = (a >= 0) & (a < len(COINRUN_ACTION_CLASSES))
+    out[ok] = COINRUN_ACTION_CLASSES[a[ok]]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,31 +79,10 @@ class GameOptions:
         return d
 
 
-def _writer(out_dir: str, unit: str, opts: GameOptions, meta: dict) -> shards.UnitWriter:
-    return shards.UnitWriter(
-        os.path.join(out_dir, shards.STAGING_DIR), unit, (opts.height, opts.width, 3),
-        fractions=dict(opts.fractions), split_seed=opts.split_seed, split_by="episode",
-        record_frames=opts.record_frames, compression=opts.compression,
-        min_frames=opts.min_frames, unit_meta=meta)
-
-
-def _fill_unit(w: shards.UnitWriter, write_episodes) -> dict:
-    """Run `write_episodes()`, then commit the unit; any error aborts it (nothing half-written)."""
-    try:
-        write_episodes()
-        res = w.commit()
-    except BaseException:
-        w.abort()
-        raise
-    return dict(episodes=res.episodes, frames=res.frames, bytes=res.bytes)
-
-
-def _remove_unit(staging: str, unit: str) -> None:
-    os.remove(os.path.join(staging, unit + ".json"))  # manifest first: the unit is unfinished
-    for split in shards.SPLITS:
-        path = os.path.join(staging, f"{unit}.{split}.array_record")
-        if os.path.exists(path):
-            os.remove(path)
+def _writer_args(opts: GameOptions) -> dict:
+    return dict(frame_shape=(opts.height, opts.width, 3), fractions=dict(opts.fractions),
+                split_seed=opts.split_seed, split_by="episode", record_frames=opts.record_frames,
+                compression=opts.compression, min_frames=opts.min_frames)
 
 
 def _sticky_policy(rng: np.random.Generator, n: int, sticky: float):
@@ -106,68 +93,29 @@ def _sticky_policy(rng: np.random.Generator, n: int, sticky: float):
         yield a
 
 
-def _run_blocks(out_dir: str, game: str, opts: GameOptions, run_block, workers: int,
+def _run_blocks(out_dir: str, game: str, generator: str, opts: GameOptions, fill, workers: int,
                 use_processes: bool, progress: bool, log) -> dict:
-    from tqdm import tqdm
-    os.makedirs(out_dir, exist_ok=True)
-    shards.check_options(out_dir, opts.dataset_options(game))
-    staging = os.path.join(out_dir, shards.STAGING_DIR)
-    blocks = []
+    """Plan opts.episodes as blocks of opts.block seeds (one unit each, keyed by its seeds) and
+    run them with genie_jax/data/staging.py (its removal policy: blocks beyond --episodes and
+    re-planned blocks are removed, failed blocks are redone by the next run)."""
+    units = []
     for i, b0 in enumerate(range(0, opts.episodes, opts.block)):
-        n = min(opts.block, opts.episodes - b0)
-        blocks.append((f"{game}-b{i:06d}", [opts.seed + e for e in range(b0, b0 + n)]))
-    # A different --episodes than last time: drop blocks beyond it (they would be published too).
-    planned = {u for u, _ in blocks}
-    for name in os.listdir(staging):
-        unit = name[:-len(".json")]
-        if name.startswith(f"{game}-b") and name.endswith(".json") and unit not in planned:
-            _remove_unit(staging, unit)
-    summary = dict(blocks=len(blocks), generated=0, already_done=0, skipped=0, episodes=0,
-                   frames=0, bytes=0, skipped_blocks=[])
-    todo = []
-    for unit, seeds in blocks:
-        m = shards.unit_done(staging, unit)
-        if m is not None and m.get("seeds") != seeds:  # the last block grew or shrank: redo it
-            _remove_unit(staging, unit)
-            m = None
-        if m is not None:
-            summary["already_done"] += 1
-            summary["episodes"] += len(m["episodes"])
-            summary["frames"] += sum(e["num_frames"] for e in m["episodes"])
-            summary["bytes"] += m["bytes"]
-        else:
-            todo.append((unit, seeds))
-    t0 = time.perf_counter()
-    bar = tqdm(total=sum(len(s) for _, s in todo), unit="episode", disable=not progress,
-               file=sys.stderr, desc=game)
-    if use_processes and workers > 1:
-        ex = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    else:
-        ex = concurrent.futures.ThreadPoolExecutor(max(1, workers))
-    try:
-        futs = {ex.submit(run_block, out_dir, unit, seeds, opts): (unit, seeds)
-                for unit, seeds in todo}
-        for fut in concurrent.futures.as_completed(futs):
-            unit, seeds = futs[fut]
-            try:
-                r = fut.result()
-                summary["generated"] += 1
-                for k in ("episodes", "frames", "bytes"):
-                    summary[k] += r[k]
-            except Exception as e:  # noqa: BLE001 - one failing block never ends the run
-                summary["skipped"] += 1
-                summary["skipped_blocks"].append([unit, str(e)[:300]])
-                log(f"skipped block {unit} (seeds {seeds[0]}..{seeds[-1]}): {str(e)[:300]}")
-            bar.update(len(seeds))
-            bar.set_postfix(frames=summary["frames"])
-    finally:
-        bar.close()
-        ex.shutdown(cancel_futures=True)
-    summary["seconds"] = time.perf_counter() - t0
-    summary["frames_per_s"] = summary["frames"] / max(summary["seconds"], 1e-9)
-    if summary["generated"] + summary["already_done"]:
-        summary["splits"] = shards.finalize(out_dir, description=f"{game} episodes, sticky random "
-                                            "policy, recorded by genie_jax")
+        seeds = [opts.seed + e for e in range(b0, min(b0 + opts.block, opts.episodes))]
+        unit = f"{game}-b{i:06d}"
+        units.append(staging.Unit(unit, key=seeds, meta=dict(generator=generator),
+                                  label=f"block {unit} (seeds {seeds[0]}..{seeds[-1]})",
+                                  size=len(seeds)))
+    run = staging.run_units(
+        out_dir, units, fill, options=opts.dataset_options(game), writer_args=_writer_args(opts),
+        key_field="seeds", owned_prefix=f"{game}-b", workers=workers, processes=use_processes,
+        progress=progress, progress_unit="episode", desc=game, log=log,
+        description=f"{game} episodes, sticky random policy, recorded by genie_jax")
+    summary = dict(blocks=len(units), generated=run.written, already_done=run.already_done,
+                   skipped=len(run.skipped), episodes=run.episodes, frames=run.frames,
+                   bytes=run.bytes, skipped_blocks=[[u.name, why] for u, why in run.skipped],
+                   seconds=run.seconds, frames_per_s=run.frames_per_s)
+    if run.splits is not None:
+        summary["splits"] = run.splits
     return summary
 
 
@@ -211,10 +159,11 @@ def ensure_procgen_venv(log=print) -> str:
     return py
 
 
-def _coinrun_block(out_dir: str, unit: str, seeds: list[int], opts: GameOptions,
-                   env_name: str = "coinrun", python: str = "") -> dict:
-    staging = os.path.join(out_dir, shards.STAGING_DIR)
-    tmp = tempfile.mkdtemp(dir=staging, prefix=f"{unit}.tmp-")
+def _coinrun_block(unit: staging.Unit, w: shards.UnitWriter, *, opts: GameOptions,
+                   env_name: str, python: str) -> None:
+    """Record the block's episodes (seeds = unit.key) with the procgen worker, then write them."""
+    seeds = unit.key
+    tmp = tempfile.mkdtemp(dir=w.staging, prefix=f"{unit.name}.tmp-")
     try:
         proc = subprocess.run(
             [python, WORKER, f"--env={env_name}", f"--seeds={','.join(map(str, seeds))}",
@@ -222,19 +171,15 @@ def _coinrun_block(out_dir: str, unit: str, seeds: list[int], opts: GameOptions,
             capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"procgen worker failed: {proc.stderr.strip()[-500:]}")
-        w = _writer(out_dir, unit, opts, dict(generator=env_name, seeds=seeds))
-
-        def episodes():
-            for seed in seeds:
-                z = np.load(os.path.join(tmp, f"{env_name}-{seed}.npz"))
-                frames = resize_frames(z["frames"], opts.resize_opts())
-                w.begin_episode(dict(source=f"procgen:{env_name}", fps=15.0, seed=seed,
-                                     height=opts.height, width=opts.width,
-                                     terminated=bool(z["terminated"]), policy="sticky_random",
-                                     sticky=opts.sticky, num_actions=int(z["num_actions"])))
-                w.add(frames, z["actions"])
-                w.end_episode()
-        return _fill_unit(w, episodes)
+        for seed in seeds:
+            z = np.load(os.path.join(tmp, f"{env_name}-{seed}.npz"))
+            frames = resize_frames(z["frames"], opts.resize_opts())
+            w.begin_episode(dict(source=f"procgen:{env_name}", fps=15.0, seed=seed,
+                                 height=opts.height, width=opts.width,
+                                 terminated=bool(z["terminated"]), policy="sticky_random",
+                                 sticky=opts.sticky, num_actions=int(z["num_actions"])))
+            w.add(frames, z["actions"])
+            w.end_episode()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -242,12 +187,9 @@ def _coinrun_block(out_dir: str, unit: str, seeds: list[int], opts: GameOptions,
 def generate_coinrun(out_dir: str, opts: GameOptions, workers: int = 1, progress: bool = True,
                      log=print, env_name: str = "coinrun") -> dict:
     py = ensure_procgen_venv(log)
-
-    def run(out, unit, seeds, o):
-        return _coinrun_block(out, unit, seeds, o, env_name=env_name, python=py)
-
+    fill = functools.partial(_coinrun_block, opts=opts, env_name=env_name, python=py)
     # Subprocesses do the work: threads are enough to run `workers` of them at once.
-    return _run_blocks(out_dir, env_name, opts, run, workers, False, progress, log)
+    return _run_blocks(out_dir, env_name, env_name, opts, fill, workers, False, progress, log)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,46 +210,34 @@ def atari_games() -> list[str]:
     return sorted(_import_ale().roms.get_all_rom_ids())
 
 
-def _atari_block(out_dir: str, unit: str, seeds: list[int], opts: GameOptions,
-                 game: str = "", frameskip: int = 4) -> dict:
+def _atari_block(unit: staging.Unit, w: shards.UnitWriter, *, opts: GameOptions, game: str,
+                 frameskip: int) -> None:
     ale_py = _import_ale()
-    w = _writer(out_dir, unit, opts, dict(generator=f"ale:{game}", seeds=seeds))
-
-    def episodes():
-        for seed in seeds:
-            ale = ale_py.ALEInterface()
-            ale.setLoggerMode(ale_py.LoggerMode.Error)
-            ale.setInt("random_seed", int(seed) % (2**31))
-            ale.setFloat("repeat_action_probability", 0.0)
-            ale.loadROM(ale_py.roms.get_rom_path(game))
-            actions_set = ale.getMinimalActionSet()
-            rng = np.random.default_rng(seed)
-            policy = _sticky_policy(rng, len(actions_set), opts.sticky)
-            frames, acts, terminated = [], [], False
-            for _ in range(opts.length):
-                frames.append(ale.getScreenRGB())
-                a = next(policy)
-                acts.append(a)
-                for _ in range(frameskip):
-                    ale.act(actions_set[a])
-                if ale.game_over():
-                    terminated = True
-                    break
-            w.begin_episode(dict(source=f"ale:{game}", fps=60.0 / frameskip, seed=seed,
-                                 height=opts.height, width=opts.width, terminated=terminated,
-                                 policy="sticky_random", sticky=opts.sticky, frameskip=frameskip,
-                                 action_names=[str(x).split(".")[-1] for x in actions_set]))
-            w.add(resize_frames(np.stack(frames), opts.resize_opts()), np.array(acts, np.int32))
-            w.end_episode()
-    return _fill_unit(w, episodes)
-
-
-class _AtariRun:
-    def __init__(self, game: str, frameskip: int):
-        self.game, self.frameskip = game, frameskip
-
-    def __call__(self, out, unit, seeds, o):
-        return _atari_block(out, unit, seeds, o, game=self.game, frameskip=self.frameskip)
+    for seed in unit.key:
+        ale = ale_py.ALEInterface()
+        ale.setLoggerMode(ale_py.LoggerMode.Error)
+        ale.setInt("random_seed", int(seed) % (2**31))
+        ale.setFloat("repeat_action_probability", 0.0)
+        ale.loadROM(ale_py.roms.get_rom_path(game))
+        actions_set = ale.getMinimalActionSet()
+        rng = np.random.default_rng(seed)
+        policy = _sticky_policy(rng, len(actions_set), opts.sticky)
+        frames, acts, terminated = [], [], False
+        for _ in range(opts.length):
+            frames.append(ale.getScreenRGB())
+            a = next(policy)
+            acts.append(a)
+            for _ in range(frameskip):
+                ale.act(actions_set[a])
+            if ale.game_over():
+                terminated = True
+                break
+        w.begin_episode(dict(source=f"ale:{game}", fps=60.0 / frameskip, seed=seed,
+                             height=opts.height, width=opts.width, terminated=terminated,
+                             policy="sticky_random", sticky=opts.sticky, frameskip=frameskip,
+                             action_names=[str(x).split(".")[-1] for x in actions_set]))
+        w.add(resize_frames(np.stack(frames), opts.resize_opts()), np.array(acts, np.int32))
+        w.end_episode()
 
 
 def generate_atari(out_dir: str, game: str, opts: GameOptions, workers: int = 1,
@@ -315,9 +245,6 @@ def generate_atari(out_dir: str, game: str, opts: GameOptions, workers: int = 1,
     games = atari_games()
     if game not in games:
         raise ValueError(f"unknown Atari game {game!r}; ale-py has: {', '.join(games)}")
-    return _run_blocks(out_dir, f"atari-{game}", opts, _AtariRun(game, frameskip), workers,
-                       True, progress, log)
-
-
-def summary_json(summary: dict) -> str:
-    return json.dumps(summary, indent=1, default=str)
+    fill = functools.partial(_atari_block, opts=opts, game=game, frameskip=frameskip)
+    return _run_blocks(out_dir, f"atari-{game}", f"ale:{game}", opts, fill, workers, True,
+                       progress, log)

@@ -34,7 +34,8 @@ therefore leave a split empty; the writer reports it.
 Writing is two-phase. Workers write *units* (one input video / array / image folder, or one block
 of generated episodes) into DIR/.staging: `<unit>.<split>.array_record` shards plus a
 `<unit>.json` manifest, each written under a temporary name and renamed, the manifest last; a unit
-with a manifest is finished and is skipped by a re-run. `finalize` then hard-links every staged
+with a manifest is finished and is skipped by a re-run (genie_jax/data/staging.py runs the units
+and holds the one policy for removing temporaries, stale and failed units). `finalize` then hard-links every staged
 shard into the TFDS naming scheme and writes the index and TFDS metadata; no record is copied.
 Deleting .staging after conversion is safe for reading (the shards are hard links), but a later
 re-run would then convert everything again.
@@ -88,7 +89,10 @@ def _example_pb2():
 
 
 def serialize_chunk(frames: np.ndarray, actions: np.ndarray, episode_key: str, offset: int) -> bytes:
-    """Same bytes as features(...).serialize_example, built directly (no TFDS import needed)."""
+    """The Example features(...).serialize_example builds, built directly (no TFDS import).
+
+    Serialized with a deterministic map order: otherwise the order of the four features follows
+    the process's string hashing, and one chunk gives different bytes in different runs."""
     pb = _example_pb2()
     ex = pb.Example()
     f = ex.features.feature
@@ -96,7 +100,7 @@ def serialize_chunk(frames: np.ndarray, actions: np.ndarray, episode_key: str, o
     f["actions"].int64_list.value.extend(np.asarray(actions, np.int64).tolist())
     f["episode_key"].bytes_list.value.append(episode_key.encode())
     f["frame_offset"].int64_list.value.append(int(offset))
-    return ex.SerializeToString()
+    return ex.SerializeToString(deterministic=True)
 
 
 def split_of(key: str, fractions: dict[str, float], seed: int) -> str:

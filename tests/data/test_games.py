@@ -64,6 +64,14 @@ def test_coinrun_action_classes():
     c = games.COINRUN_ACTION_CLASSES
     assert len(c) == 15 and len(set(c.tolist())) == 6
     assert (c == 2).sum() == 8  # 8/15 actions are no-ops
+    names = [games.COINRUN_CLASS_NAMES[k] for k in games.coinrun_action_class(np.arange(15))]
+    assert names[:3] == ["LEFT", "LEFT", "LEFT+UP"] and names[5:9] == ["UP", "RIGHT", "RIGHT",
+                                                                       "RIGHT+UP"]
+    assert [i for i, n in enumerate(names) if n == "NOOP"] == [3, 4, 9, 10, 11, 12, 13, 14]
+    # Any shape; unknown actions (-1 in the datasets, or out of range) map to -1.
+    out = games.coinrun_action_class([[-1, 15], [8, 3]])
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, [[-1, -1], [5, 2]])
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,6 +9,8 @@ import tensorflow_datasets as tfds
 
 from genie_jax.data import shards
 from .helpers import tagged_episode, write_tagged
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_windows_read_back_exactly(tmp_path):
@@ -94,3 +98,14 @@ def test_short_episodes_dropped_and_no_actions_marked(tmp_path):
     src = shards.open_source(str(tmp_path), "train")
     assert not src.has_actions
     assert (src.read_window(0, 0, 7)["actions"] == -1).all()
+
+
+def test_chunk_bytes_do_not_depend_on_the_process_hash_seed():
+    code = ("import hashlib, numpy as np; from genie_jax.data.shards import serialize_chunk; "
+            "print(hashlib.sha256(serialize_chunk(np.arange(96, dtype=np.uint8).reshape(2, 4, 4, 3),"
+            " np.array([1, 2]), 'u/0', 16)).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                              text=True, cwd=ROOT,
+                              env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout
+               for seed in (1, 2, 3)}
+    assert len(digests) == 1, digests
