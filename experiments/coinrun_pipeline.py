@@ -21,8 +21,8 @@ import time
 
 from absl import app, flags
 
-# Per budget: dataset size and split, and the held-out evaluation. Stage lengths live in the
-# configs' `budget` knob (experiments/configs/*_coinrun.py).
+# Per budget: dataset size and split, and the held-out evaluation. Stage lengths are the configs'
+# `budget` knob (experiments/configs/*_coinrun.py; the table is COINRUN_BUDGET in base.py).
 BUDGETS = {
     "smoke": dict(episodes=6, split="0.5,0.25,0.25", eval_episodes=1, clips_per_episode=2),
     "quick": dict(episodes=100, split="0.8,0.1,0.1", eval_episodes=10, clips_per_episode=3),

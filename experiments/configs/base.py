@@ -1,10 +1,94 @@
-"""Sections shared by every stage's config. Stage configs import `get_base()` and override."""
+"""What the experiment configs share: the base sections, the size tables, the CoinRun budget
+table, typed knob parsing and the references that tie one section's values to another's.
+
+Each experiment config reads in one file: it picks rows of these tables and sets what is its own.
+Values one section takes from another (the dynamics model's codes and patch size from the
+tokenizer, its action count from the LAM, image sizes from data.resolution) are ml_collections
+references, so one command-line override of the source reaches every copy, e.g.
+  --config.tokenizer.model.num_codes=512   also sets model.num_codes of a dynamics config.
+"""
 import ml_collections
+from ml_collections.config_dict.config_dict import _Op
 
 from genie_jax.sharding import DEFAULT_RULES
 
+# ---------------------------------------------------------------------------------------------
+# Size tables. Sizes: test (seconds-long runs for the test suite), tiny (CPU runs in minutes on
+# 32x32 procedural video), coinrun (Genie's CoinRun study, 64x64); the model tables also have
+# cpu (the tiny models on 64x64 CoinRun frames: the *_coinrun.py chain).
 
-def get_base() -> ml_collections.ConfigDict:
+# Procedural video (the *_coinrun.py configs point data at a dataset directory instead).
+DATA = {
+    "test": dict(resolution=16, num_frames=4, batch_size=8, train_episodes=16, eval_episodes=4,
+                 episode_length=16),
+    "tiny": dict(resolution=32, num_frames=4, batch_size=4),
+    "coinrun": dict(resolution=64, num_frames=16, batch_size=48),
+}
+
+# Train length, log/eval/checkpoint cadence, optimizer and VQ dead-code restart period per size.
+SCHEDULE = {
+    "test": dict(steps=12, log_every=2, eval_every=6, eval_batches=1, checkpoint_every=4,
+                 lr=1e-3, warmup_steps=2, restart_dead_after=4),
+    # tiny tokenizer: 30.4 dB held-out in 561 s of training on 2 CPU cores
+    "tiny": dict(steps=1500, log_every=100, eval_every=500, eval_batches=4, checkpoint_every=500,
+                 lr=1e-3, warmup_steps=200, restart_dead_after=100),
+    "coinrun": dict(steps=100_000, log_every=50, eval_every=2000, eval_batches=4,
+                    checkpoint_every=2000, lr=3e-4, warmup_steps=200, restart_dead_after=100),
+}
+
+# ST-ViViT VQ-VAE video tokenizer.
+TOKENIZER = {
+    "test": dict(patch_size=4, width=32, depth=1, decoder_depth=1, num_heads=2, num_codes=64,
+                 code_dim=8, max_frames=8),
+    # A 16x16 token grid per frame, as Genie's CoinRun setup (64x64, patch 4), at half the
+    # resolution. Patch 4 here (8x8 tokens) plateaus near 26 dB: too few bits per sprite edge.
+    "tiny": dict(patch_size=2, width=128, depth=2, decoder_depth=2, num_heads=4, num_codes=1024,
+                 code_dim=32, max_frames=16),
+    "coinrun": dict(patch_size=4, width=512, depth=8, decoder_depth=8, num_heads=8,
+                    num_codes=1024, code_dim=32, max_frames=16),
+}
+TOKENIZER["cpu"] = dict(TOKENIZER["tiny"], patch_size=4)  # 64x64 frames: a 16x16 token grid
+
+# Latent action model: the tokenizer's video VQ-VAE with 6 codes (6 latent actions, as Genie's
+# CoinRun study) and patch 4: the LAM needs what changed, not pixel detail.
+LAM = {size: dict(TOKENIZER[size], patch_size=4, num_codes=6)
+       for size in ("test", "tiny", "coinrun")}
+# An 8x8 patch grid of a 64x64 frame is enough to see what moved, and keeps the decoder cheap.
+LAM["cpu"] = dict(LAM["tiny"], patch_size=8)
+
+# MaskGIT dynamics transformer (its codes, actions and patch size come from the tokenizer/LAM).
+DYNAMICS = {
+    "test": dict(width=32, depth=1, num_heads=2, max_frames=8),
+    "tiny": dict(width=128, depth=4, num_heads=4, max_frames=16),
+    "coinrun": dict(width=512, depth=12, num_heads=8, max_frames=16),  # Genie's CoinRun: 12 layers
+}
+
+# ---------------------------------------------------------------------------------------------
+# The CoinRun CPU chain (*_coinrun.py, knob `budget`): train steps of each stage per budget,
+# how many times a run evaluates and checkpoints (evenly spaced) and how often it logs.
+# CPU minutes on 2 cores, tokenizer / LAM / dynamics: quick ~8 / 2.5 / 12 (`make quickstart`),
+# default ~20 / 4 / 20, quality ~55 / 7 / 40 (the CoinRun quality run); smoke: seconds (tests).
+BUDGETS = ("smoke", "quick", "default", "quality")
+COINRUN_BUDGET = {
+    #                  smoke quick default quality
+    "tokenizer": dict(steps=(8, 1200, 3200, 8000), evals=4, log_every=100),  # ~2.4 steps/s
+    "lam": dict(steps=(8, 500, 1000, 1500), evals=2, log_every=50),
+    "dynamics": dict(steps=(8, 700, 1200, 2400), evals=4, log_every=50),
+}
+
+
+def pick(choices, knob: str, value: str):
+    """choices[value] (a dict) or value (a tuple of choices); a value not among the choices is a
+    ValueError naming the knob, the value and the choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {knob} {value!r} ({', '.join(choices)})")
+    return choices[value] if isinstance(choices, dict) else value
+
+
+def get_base(size: str) -> ml_collections.ConfigDict:
+    """The sections every stage has, with the data and schedule of `size` (DATA, SCHEDULE); a
+    stage config adds `model`, `loss` and whatever else is its own."""
+    data, sched = pick(DATA, "size", size), pick(SCHEDULE, "size", size)
     c = ml_collections.ConfigDict()
     c.stage = ""
     c.seed = 0
@@ -24,11 +108,12 @@ def get_base() -> ml_collections.ConfigDict:
     c.data.worker_count = 0
     c.data.read_threads = 1
     c.data.prefetch = 2
+    c.data.update(data)
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.lr = 1e-3
+    c.optim.lr = sched["lr"]
     c.optim.schedule = "cosine"    # 'cosine' | 'wsd' | 'constant'
-    c.optim.warmup_steps = 200
+    c.optim.warmup_steps = sched["warmup_steps"]
     c.optim.end_lr_frac = 0.1
     c.optim.decay_frac = 0.2       # wsd: fraction of steps spent decaying
     c.optim.weight_decay = 0.01
@@ -38,14 +123,14 @@ def get_base() -> ml_collections.ConfigDict:
     c.optim.codebook_lr_mult = 1.0 # step-size multiplier for VQ codebooks
 
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 2000
-    c.train.log_every = 50
-    c.train.eval_every = 500
-    c.train.eval_batches = 4
+    c.train.steps = sched["steps"]
+    c.train.log_every = sched["log_every"]
+    c.train.eval_every = sched["eval_every"]
+    c.train.eval_batches = sched["eval_batches"]
     c.train.max_minutes = 0.0      # > 0: save and stop after this much wall time
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 500
+    c.checkpoint.every = sched["checkpoint_every"]
     c.checkpoint.keep = 3
     c.checkpoint.async_save = True
 
@@ -57,12 +142,78 @@ def get_base() -> ml_collections.ConfigDict:
     return c
 
 
-def parse_arg(arg: str | None, **defaults) -> dict:
-    """'size=tiny,foo=1' -> dict, with defaults; unknown knobs are an error naming them."""
+def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
+    """The model section of a video VQ-VAE (tokenizer or LAM) from a TOKENIZER or LAM row `s` and
+    the image size (a tuple or a reference to one)."""
+    return ml_collections.ConfigDict(dict(
+        image_size=image_size, channels=3, patch_size=s["patch_size"], width=s["width"],
+        depth=s["depth"], decoder_depth=s["decoder_depth"], num_heads=s["num_heads"],
+        mlp_ratio=4.0, dropout=0.0, num_codes=s["num_codes"], code_dim=s["code_dim"],
+        commitment=0.25, max_frames=s["max_frames"], dtype="float32", param_dtype="float32",
+        remat=False, attention_impl=ml_collections.FieldReference(None, field_type=str)))
+
+
+def set_budget(c: ml_collections.ConfigDict, stage: str, budget: str) -> None:
+    """Train length and cadence of `stage` under a COINRUN_BUDGET budget."""
+    row = COINRUN_BUDGET[stage]
+    c.train.steps = pick(dict(zip(BUDGETS, row["steps"])), "budget", budget)
+    c.train.log_every = row["log_every"]
+    c.train.eval_every = c.checkpoint.every = c.train.steps // row["evals"]
+
+
+def use_coinrun_data(c: ml_collections.ConfigDict, directory: str) -> None:
+    """Read 64x64 CoinRun episodes from an ArrayRecord dataset directory."""
+    c.data.source = "arrayrecord"
+    c.data.dir = directory
+    c.data.resolution = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# References. Configs copy a value with `section.get_oneway_ref(key)`: the copy follows
+# section[key] until the copy itself is set, which changes only the copy (so a deliberate
+# mismatch stays visible to the stage's own consistency checks).
+
+def _square(_, side):
+    return (side, side)
+
+
+def square_of(section: ml_collections.ConfigDict, key: str) -> ml_collections.FieldReference:
+    """A reference to (v, v), v = section[key]: e.g. model.image_size from data.resolution.
+    ml_collections has no public op that changes a reference's type (int -> tuple); this builds
+    one the way FieldReference.to_int() does (a checked dependency: ml-collections>=1.1,<2)."""
+    return ml_collections.FieldReference((0, 0), field_type=tuple,
+                                         op=_Op(_square, [section.get_ref(key)]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Knobs: the ':a=1,b=x' after the config file name.
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _typed(key: str, value: str, default):
+    try:
+        if isinstance(default, bool):  # before int: bool is an int
+            if value.lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return value.lower() in _TRUE
+        if isinstance(default, (int, float, str)):
+            return type(default)(value)
+    except ValueError:
+        kind = {bool: "a bool (true/false)", int: "an int", float: "a float"}[type(default)]
+        raise ValueError(f"config knob {key}={value!r} is not {kind}") from None
+    raise TypeError(f"config knob {key}: default {default!r} is not an int, float, bool or str")
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """'size=tiny,steps=10' -> knobs, over `defaults`; each knob's type is its default's
+    (int, float, bool or str). An unknown knob or a bad value is a ValueError naming it."""
     out = dict(defaults)
     for part in filter(None, (arg or "").split(",")):
-        key, _, value = part.partition("=")
+        key, eq, value = part.partition("=")
         if key not in defaults:
             raise ValueError(f"unknown config knob {key!r} in ':{arg}' (known: {sorted(defaults)})")
-        out[key] = value
-    return out
+        if not eq:
+            raise ValueError(f"config knob {key!r} in ':{arg}' has no value (write {key}=VALUE)")
+        out[key] = _typed(key, value, defaults[key])
+    return ml_collections.ConfigDict(out)

@@ -6,49 +6,56 @@ Run (after the tokenizer, and for lam_mode=frozen the LAM, of the same size):
   genie-jax train --config=experiments/configs/dynamics.py:size=tiny --workdir=runs/dyn
   genie-jax train --config=experiments/configs/dynamics.py:size=tiny,lam_mode=cotrain \
       --workdir=runs/dyn_cotrain
+  genie-jax train --config=experiments/configs/dynamics.py:size=tiny,action_mode=add \
+      --workdir=runs/dyn_add                       # the action-conditioning ablation
 Knobs: size (test|tiny|coinrun), tokenizer (tokenizer run folder, default runs/tok),
-  lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain).
-The tokenizer and LAM shape sections are taken from their own configs of the same size; override
-with --config.tokenizer.model.X / --config.lam.model.X if those runs used other values.
+  lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain),
+  action_mode (token: each action is an extra token | add: added to the frame's tokens).
+Data, schedule and the tokenizer and LAM shapes are those of tokenizer.py and lam.py of the same
+size (base.py). If those runs used other values, override their sections and the dynamics model
+follows by reference: --config.tokenizer.model.num_codes, .patch_size and .image_size set the
+same fields of `model` (.image_size also lam.model.image_size), --config.lam.model.num_codes sets
+model.num_actions, and --config.data.resolution sets every image size.
 """
 import ml_collections
 
-from experiments.configs import lam as lam_cfg
-from experiments.configs import tokenizer as tok_cfg
-from experiments.configs.base import get_base, parse_arg
+from experiments.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam", lam_mode="frozen")
-    size = knobs["size"]
-    if size not in ("tiny", "test", "coinrun"):
-        raise ValueError(f"unknown size {size!r} (tiny, test, coinrun)")
-    tok, lam = tok_cfg.get_config(f"size={size}"), lam_cfg.get_config(f"size={size}")
-    c = get_base()
+    knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
+                           lam_mode="frozen", action_mode="token")
+    base.pick(("frozen", "cotrain"), "lam_mode", knobs.lam_mode)
+    base.pick(("token", "add"), "action_mode", knobs.action_mode)
+    size = knobs.size
+    c = base.get_base(size)  # the frames, schedule and optimizer the tokenizer of this size had
     c.stage = "dynamics"
-    c.data = tok.data  # same frames as the tokenizer saw
-    c.tokenizer = ml_collections.ConfigDict(dict(workdir=knobs["tokenizer"], model=tok.model))
-    c.lam = ml_collections.ConfigDict(dict(mode=knobs["lam_mode"], workdir=knobs["lam"],
-                                           model=lam.model))
+    if size == "coinrun":
+        c.data.batch_size = 36  # Genie's CoinRun study
+
+    c.tokenizer = ml_collections.ConfigDict(dict(
+        workdir=knobs.tokenizer,
+        model=base.video_vq_model(base.TOKENIZER[size],
+                                  image_size=base.square_of(c.data, "resolution"))))
+    tok = c.tokenizer.model
+    c.lam = ml_collections.ConfigDict(dict(
+        mode=knobs.lam_mode, workdir=knobs.lam,
+        model=base.video_vq_model(base.LAM[size], image_size=tok.get_oneway_ref("image_size"))))
+
+    shape = base.DYNAMICS[size]
     c.model = ml_collections.ConfigDict(dict(
-        num_codes=tok.model.num_codes, num_actions=lam.model.num_codes,
-        image_size=tuple(tok.model.image_size), patch_size=tok.model.patch_size,
-        width=128, depth=4, num_heads=4, mlp_ratio=4.0, dropout=0.0, max_frames=16,
-        action_mode="token", dtype="float32", param_dtype="float32", remat=False,
+        num_codes=tok.get_oneway_ref("num_codes"),
+        num_actions=c.lam.model.get_oneway_ref("num_codes"),
+        image_size=tok.get_oneway_ref("image_size"), patch_size=tok.get_oneway_ref("patch_size"),
+        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"], mlp_ratio=4.0,
+        dropout=0.0, max_frames=shape["max_frames"], action_mode=knobs.action_mode,
+        dtype="float32", param_dtype="float32", remat=False,
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
-    c.loss = ml_collections.ConfigDict(dict(mask_min=0.5, mask_max=1.0, lam_weight=1.0,
-                                            lam_vq_weight=1.0, restart_dead_after=100))
-    c.sampling = ml_collections.ConfigDict(dict(steps=8, temperature=1.0, schedule="cosine",
-                                                max_frames=c.data.num_frames))
-    c.train = tok.train
-    c.checkpoint = tok.checkpoint
-    c.optim = tok.optim
-    if size == "test":
-        c.model.update(width=32, depth=1, num_heads=2, max_frames=8)
-        c.loss.restart_dead_after = 4
-        c.sampling.steps = 4
-    elif size == "coinrun":  # Genie's CoinRun study: 12 dynamics layers, batch 36
-        c.data.batch_size = 36
-        c.model.update(width=512, depth=12, num_heads=8)
-        c.sampling.update(steps=25, temperature=2.0)
+    c.loss = ml_collections.ConfigDict(dict(
+        mask_min=0.5, mask_max=1.0, lam_weight=1.0, lam_vq_weight=1.0,
+        restart_dead_after=base.SCHEDULE[size]["restart_dead_after"]))
+    c.sampling = ml_collections.ConfigDict(dict(
+        steps={"test": 4, "tiny": 8, "coinrun": 25}[size],
+        temperature=2.0 if size == "coinrun" else 1.0, schedule="cosine",
+        max_frames=c.data.get_oneway_ref("num_frames")))
     return c

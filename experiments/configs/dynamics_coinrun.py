@@ -4,38 +4,54 @@ Run (after tokenizer_coinrun.py and lam_coinrun.py with the same dir and budget)
   genie-jax train --config=experiments/configs/dynamics_coinrun.py:dir=data/coinrun,tokenizer=runs/tok_coinrun,lam=runs/lam_coinrun \
       --workdir=runs/dyn_coinrun
 Knobs: dir, budget (as the tokenizer and LAM configs: smoke, seconds; quick, ~12 CPU minutes,
-the `make quickstart` stage; default, ~20; quality, ~40, the dynamics stage of the quality run),
-tokenizer and lam (run folders), lam_mode (frozen|cotrain). The shapes are the CPU-size ones of
-tokenizer_coinrun.py and lam_coinrun.py (a mismatching run is refused by its checkpoint meta).
+the `make quickstart` stage; default, ~20; quality, ~40, the dynamics stage of the quality run;
+train steps: base.COINRUN_BUDGET), tokenizer and lam (run folders), lam_mode (frozen|cotrain),
+action_mode (token|add, as dynamics.py). The shapes are the CPU-size ones of tokenizer_coinrun.py
+and lam_coinrun.py (base.TOKENIZER["cpu"], base.LAM["cpu"]; a mismatching run is refused by its
+checkpoint meta); the dynamics model follows --config.tokenizer.model.X and
+--config.lam.model.num_codes overrides by reference, as in dynamics.py.
 Frames are 4-frame windows, as the tokenizer was trained on: its temporal position embeddings
 past frame 4 are untrained, so longer windows would encode to off-distribution tokens.
 """
 import ml_collections
 
-from experiments.configs import dynamics, lam_coinrun, tokenizer_coinrun
-from experiments.configs.base import parse_arg
-
-CPU_STEPS = {"smoke": 8, "quick": 700, "default": 1200, "quality": 2400}
+from experiments.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = parse_arg(arg, dir="data/coinrun", budget="default", tokenizer="runs/tok_coinrun",
-                      lam="runs/lam_coinrun", lam_mode="frozen")
-    if knobs["budget"] not in CPU_STEPS:
-        raise ValueError(f"unknown budget {knobs['budget']!r} ({', '.join(CPU_STEPS)})")
-    shared = f"dir={knobs['dir']},budget={knobs['budget']}"
-    tok = tokenizer_coinrun.get_config(shared)
-    lam = lam_coinrun.get_config(shared)
-    c = dynamics.get_config(f"size=tiny,tokenizer={knobs['tokenizer']},lam={knobs['lam']},"
-                            f"lam_mode={knobs['lam_mode']}")
-    c.data = tok.data
+    knobs = base.parse_arg(arg, dir="data/coinrun", budget="default",
+                           tokenizer="runs/tok_coinrun", lam="runs/lam_coinrun",
+                           lam_mode="frozen", action_mode="token")
+    base.pick(("frozen", "cotrain"), "lam_mode", knobs.lam_mode)
+    base.pick(("token", "add"), "action_mode", knobs.action_mode)
+    c = base.get_base("tiny")  # the tokenizer's frames (4-frame windows) and optimizer
+    c.stage = "dynamics"
+    base.use_coinrun_data(c, knobs.dir)
     c.data.batch_size = 8
-    c.tokenizer.model = tok.model
-    c.lam.model = lam.model
-    c.model.update(image_size=tuple(tok.model.image_size), patch_size=tok.model.patch_size,
-                   num_codes=tok.model.num_codes, num_actions=lam.model.num_codes)
-    c.sampling.max_frames = c.data.num_frames
-    c.train.steps = CPU_STEPS[knobs["budget"]]
-    c.train.log_every = 50
-    c.train.eval_every = c.checkpoint.every = c.train.steps // 4
+    base.set_budget(c, "dynamics", knobs.budget)
+
+    c.tokenizer = ml_collections.ConfigDict(dict(
+        workdir=knobs.tokenizer,
+        model=base.video_vq_model(base.TOKENIZER["cpu"],
+                                  image_size=base.square_of(c.data, "resolution"))))
+    tok = c.tokenizer.model
+    c.lam = ml_collections.ConfigDict(dict(
+        mode=knobs.lam_mode, workdir=knobs.lam,
+        model=base.video_vq_model(base.LAM["cpu"], image_size=tok.get_oneway_ref("image_size"))))
+
+    shape = base.DYNAMICS["tiny"]
+    c.model = ml_collections.ConfigDict(dict(
+        num_codes=tok.get_oneway_ref("num_codes"),
+        num_actions=c.lam.model.get_oneway_ref("num_codes"),
+        image_size=tok.get_oneway_ref("image_size"), patch_size=tok.get_oneway_ref("patch_size"),
+        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"], mlp_ratio=4.0,
+        dropout=0.0, max_frames=shape["max_frames"], action_mode=knobs.action_mode,
+        dtype="float32", param_dtype="float32", remat=False,
+        attention_impl=ml_collections.FieldReference(None, field_type=str)))
+    c.loss = ml_collections.ConfigDict(dict(
+        mask_min=0.5, mask_max=1.0, lam_weight=1.0, lam_vq_weight=1.0,
+        restart_dead_after=base.SCHEDULE["tiny"]["restart_dead_after"]))
+    c.sampling = ml_collections.ConfigDict(dict(
+        steps=8, temperature=1.0, schedule="cosine",
+        max_frames=c.data.get_oneway_ref("num_frames")))
     return c

@@ -2,27 +2,29 @@
 
 Run:
   genie-jax train --config=experiments/configs/lam.py:size=tiny --workdir=runs/lam
-Sizes (same video-model fields, data and schedule as the tokenizer config of that size):
+Sizes (the tokenizer's video model, data and schedule of that size, with 6 codes and patch 4;
+base.py), and a bigger batch:
   tiny     32x32 procedural video, patch 4, width 128, 2+2 layers: a CPU run in minutes
   test     16x16, width 32, one layer each side: for tests only
   coinrun  64x64, patch 4 (as Genie's CoinRun study: 6 latent actions), width 512, 8+8 layers
+model.image_size follows data.resolution.
 """
 import ml_collections
 
-from experiments.configs import tokenizer
-from experiments.configs.base import parse_arg
+from experiments.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = parse_arg(arg, size="tiny")
-    size = knobs["size"]
-    c = tokenizer.get_config(f"size={size}")
+    knobs = base.parse_arg(arg, size="tiny")
+    c = base.get_base(knobs.size)
     c.stage = "lam"
-    c.model.num_codes = 6
-    if size == "tiny":
-        c.model.patch_size = 4  # the LAM needs what changed, not pixel detail
+    c.model = base.video_vq_model(base.LAM[knobs.size],
+                                  image_size=base.square_of(c.data, "resolution"))
+    c.loss = ml_collections.ConfigDict(dict(
+        vq_weight=1.0, restart_dead_after=base.SCHEDULE[knobs.size]["restart_dead_after"]))
+    if knobs.size == "tiny":
         c.data.batch_size = 16
         c.train.steps = 3000
-    elif size == "coinrun":
-        c.data.batch_size = 36
+    elif knobs.size == "coinrun":
+        c.data.batch_size = 36  # Genie's CoinRun study
     return c

@@ -10,32 +10,25 @@ Knobs:
           coinrun: Genie's CoinRun tokenizer
   budget  (size=cpu) smoke: seconds (tests); quick: ~8 CPU minutes, the `make quickstart`
           stage; default: ~20 minutes; quality: ~55 minutes, the first stage of the CoinRun
-          quality run
+          quality run (train steps: base.COINRUN_BUDGET)
 """
 import ml_collections
 
-from experiments.configs import tokenizer
-from experiments.configs.base import parse_arg
-
-# Steps per budget at ~2.4 steps/s on 2 CPU cores; eval/checkpoint every quarter.
-CPU_STEPS = {"smoke": 8, "quick": 1200, "default": 3200, "quality": 8000}
+from experiments.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = parse_arg(arg, size="cpu", dir="data/coinrun", budget="default")
-    if knobs["size"] == "cpu":
-        c = tokenizer.get_config("size=tiny")
-        c.model.patch_size = 4
-        if knobs["budget"] not in CPU_STEPS:
-            raise ValueError(f"unknown budget {knobs['budget']!r} ({', '.join(CPU_STEPS)})")
-        c.train.steps = CPU_STEPS[knobs["budget"]]
-        c.train.eval_every = c.checkpoint.every = c.train.steps // 4
-    elif knobs["size"] == "coinrun":
-        c = tokenizer.get_config("size=coinrun")
-    else:
-        raise ValueError(f"unknown size {knobs['size']!r} (cpu, coinrun)")
-    c.data.source = "arrayrecord"
-    c.data.dir = knobs["dir"]
-    c.data.resolution = 64
-    c.model.image_size = (64, 64)
+    knobs = base.parse_arg(arg, size="cpu", dir="data/coinrun", budget="default")
+    size = base.pick(("cpu", "coinrun"), "size", knobs.size)
+    base.pick(base.BUDGETS, "budget", knobs.budget)
+    schedule_size = "tiny" if size == "cpu" else "coinrun"
+    c = base.get_base(schedule_size)
+    c.stage = "tokenizer"
+    base.use_coinrun_data(c, knobs.dir)
+    c.model = base.video_vq_model(base.TOKENIZER[size],
+                                  image_size=base.square_of(c.data, "resolution"))
+    c.loss = ml_collections.ConfigDict(dict(
+        vq_weight=1.0, restart_dead_after=base.SCHEDULE[schedule_size]["restart_dead_after"]))
+    if size == "cpu":
+        base.set_budget(c, "tokenizer", knobs.budget)
     return c

@@ -51,7 +51,8 @@ def test_unknown_config_key_is_one_line_error(tmp_path):
 
 
 def test_wrong_frame_shape_names_the_config_keys(tmp_path):
-    proc = run_cli(["train", CFG, f"--workdir={tmp_path}", "--config.data.resolution=24"],
+    # model.image_size follows data.resolution unless set itself: 16x16 frames, a 24x24 model
+    proc = run_cli(["train", CFG, f"--workdir={tmp_path}", "--config.model.image_size=(24,24)"],
                    check=False)
     assert proc.returncode == 2
     assert "data.resolution" in proc.stderr and "Traceback" not in proc.stderr

@@ -99,7 +99,7 @@ def test_dynamics_config_consistency_is_checked():
 def test_action_mode_ablations_differ_only_in_action_mode():
     base = _cfg("dynamics", "size=tiny").to_dict()
     for mode in ("add", "token"):
-        c = _cfg(f"dynamics_action_{mode}", "size=tiny").to_dict()
+        c = _cfg("dynamics", f"size=tiny,action_mode={mode}").to_dict()
         assert c["model"].pop("action_mode") == mode
         base_model = dict(base["model"])
         base_model.pop("action_mode")
