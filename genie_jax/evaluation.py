@@ -34,26 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from genie_jax import media
+from genie_jax.data.games import COINRUN_CLASS_NAMES, coinrun_action_class
 from genie_jax.errors import UserError
 from genie_jax.metrics import (codebook_usage, contingency_table, delta_psnr_per_step,
                                normalized_mutual_information, per_step_mean, psnr, ssim,
                                value_at_step)
 from genie_jax.models.layers import to_unit_float
-
-# procgen CoinRun: 15 actions that behave as 6 classes (GENIE_NOTES).
-COINRUN_CLASS_NAMES = ("LEFT", "LEFT+UP", "NOOP", "UP", "RIGHT", "RIGHT+UP")
-COINRUN_ACTION_CLASS = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5, 2, 2, 2, 2, 2, 2], np.int64)
-
-
-def coinrun_action_class(actions) -> np.ndarray:
-    """procgen CoinRun action ids (0..14) -> behavioural class ids (see COINRUN_CLASS_NAMES);
-    unknown (< 0 or > 14) -> -1."""
-    a = np.asarray(actions)
-    out = np.full(a.shape, -1, np.int64)
-    ok = (a >= 0) & (a < len(COINRUN_ACTION_CLASS))
-    out[ok] = COINRUN_ACTION_CLASS[a[ok]]
-    return out
-
 
 def episode_source_name(source, episode: int) -> str:
     """'procgen:coinrun', 'ale:pong', a file path, 'procedural', ... ('' when unknown)."""

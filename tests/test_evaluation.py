@@ -7,9 +7,9 @@ import pytest
 
 from genie_jax import media
 from genie_jax.errors import UserError
-from genie_jax.evaluation import (COINRUN_CLASS_NAMES, action_nmi, coinrun_action_class,
-                                  episode_source_name, infer_actions_windowed, is_coinrun,
-                                  rollout_rows, select_clips, window_starts)
+from genie_jax.data.games import coinrun_action_class
+from genie_jax.evaluation import (action_nmi, episode_source_name, infer_actions_windowed,
+                                  is_coinrun, rollout_rows, select_clips, window_starts)
 from genie_jax.metrics import (codebook_usage, contingency_table, delta_psnr_per_step,
                                mutual_information, normalized_mutual_information, per_step_mean,
                                value_at_step)
@@ -62,14 +62,7 @@ def test_nmi_edge_cases():
 
 # ---- CoinRun classes ---------------------------------------------------------------------
 
-def test_coinrun_action_classes():
-    cls = coinrun_action_class(np.arange(15))
-    names = [COINRUN_CLASS_NAMES[c] for c in cls]
-    assert names[0] == names[1] == "LEFT"
-    assert names[2] == "LEFT+UP" and names[5] == "UP" and names[8] == "RIGHT+UP"
-    assert names[6] == names[7] == "RIGHT"
-    assert [i for i, n in enumerate(names) if n == "NOOP"] == [3, 4, 9, 10, 11, 12, 13, 14]
-    np.testing.assert_array_equal(coinrun_action_class([[-1, 15], [8, 3]]), [[-1, -1], [5, 2]])
+def test_coinrun_dataset_names():  # the class table itself: tests/data/test_games.py
     assert is_coinrun("procgen:coinrun") and is_coinrun("coinrun")
     assert not is_coinrun("procgen:bigfish") and not is_coinrun("procedural")
 
