@@ -369,13 +369,14 @@ def _loop(engine: Engine, state, start: int, frozen, train_iter, eval_batches,
         ckpt.save(step, state, train_iter, meta, window.to_json())
         saved_step = step
 
-    def evaluate(step):
+    def evaluate(step, log=True):
         nonlocal last_eval, images
         last_eval = _evaluate(engine, state, frozen, eval_batches)
         history.append({"step": step, **last_eval})
-        logger.scalars(step, "eval", last_eval)
         images = jax.device_get(engine.vis_fn(state, eval_batches[0], frozen))
-        logger.images(step, images)
+        if log:
+            logger.scalars(step, "eval", last_eval)
+            logger.images(step, images)
         return last_eval
 
     while step < total:
@@ -391,26 +392,32 @@ def _loop(engine: Engine, state, start: int, frozen, train_iter, eval_batches,
         state, metrics = engine.step_fn(state, engine.global_batch(local), frozen)
         window.add(metrics)
         step += 1
-        if due(step, tcfg.log_every, total):
-            means, last = window.take_means()
-            _check_finite(state, float(last["loss"]))
-            means["lr"] = float(engine.schedule(step - 1))
-            rate = logger.progress(step, {k: means[k] for k in ("loss", "psnr") if k in means})
-            logger.scalars(step, "train", {**means, **rate})
-        if eval_batches and due(step, tcfg.eval_every, total):
-            ev = evaluate(step)
-            print(f"eval @ {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in ev.items()),
-                  flush=True)
-        if due(step, ck_every, total):
-            save(step)
+        # Host work happens only at log, eval and checkpoint steps; the transfers it makes are
+        # allowed explicitly, so a guard around the loop (tests/train/test_trainer.py) catches
+        # any host sync that creeps into the other steps.
+        with jax.transfer_guard("allow"):
+            if due(step, tcfg.log_every, total):
+                means, last = window.take_means()
+                _check_finite(state, float(last["loss"]))
+                means["lr"] = float(engine.schedule(step - 1))
+                rate = logger.progress(step, {k: means[k] for k in ("loss", "psnr") if k in means})
+                logger.scalars(step, "train", {**means, **rate})
+            if eval_batches and due(step, tcfg.eval_every, total):
+                ev = evaluate(step)
+                print(f"eval @ {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in ev.items()),
+                      flush=True)
+            if due(step, ck_every, total):
+                save(step)
     train_seconds = time.perf_counter() - t_start
 
     # The one finish path (end, SIGTERM, time limit, or a resume of a finished run): the final
     # step is saved and evaluated once, whatever the loop already did at that step.
     if step > start and saved_step != step:
-        save(step)
+        save(step)  # (the finish path runs outside any guard: it is host work)
     if eval_batches and (not history or history[-1]["step"] != step):
-        evaluate(step)  # a run cut short or resumed at its end reports its final state
+        # A run cut short reports its final state in summary.json but not in metrics.jsonl, so
+        # that file reads the same once the run is resumed as an uninterrupted run's.
+        evaluate(step, log=start < step == total)
     ckpt.wait()
     logger.flush()
     summary = {"stage": stage.name, "step": step, "total_steps": total, "preempted": preempted,

@@ -1,0 +1,135 @@
+"""The trainer in-process on the test-size tokenizer: pulse, cadences, the one finish path, stops
+that land on a checkpoint step, resumed logs, and no host transfer inside the step loop."""
+import json
+import os
+
+import jax
+import numpy as np
+
+from genie_jax.runs import Checkpointer, Run
+from genie_jax.train import trainer
+from genie_jax.train.trainer import build_engine, due, train
+from tests.stages.helpers import test_config as _cfg
+
+TIMING_KEYS = {"steps_per_s", "frames_per_s"}
+
+
+def _cfg_steps(steps=12, log_every=2, ck_every=4, eval_every=6):
+    c = _cfg("tokenizer")
+    c.train.steps, c.train.log_every, c.train.eval_every = steps, log_every, eval_every
+    c.checkpoint.every = ck_every
+    c.checkpoint.async_save = False
+    return c
+
+
+def _jsonl(wd):
+    """metrics.jsonl as written, without the wall-clock rates."""
+    with open(os.path.join(wd, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in f]
+
+
+def test_due_runs_every_n_and_at_the_end():
+    assert [s for s in range(1, 11) if due(s, 4, 10)] == [4, 8, 10]
+    assert [s for s in range(1, 9) if due(s, 4, 8)] == [4, 8]
+    assert not any(due(s, 0, 10) for s in range(1, 10)) and due(10, 1, 10)
+
+
+def test_tokenizer_has_a_pulse_in_process(tmp_path):
+    wd = str(tmp_path / "run")
+    summary = train(_cfg_steps(), wd)
+    assert summary["step"] == 12 and not summary["preempted"] and summary["param_count"] > 0
+    assert set(summary["eval"]) >= {"psnr", "ssim", "code_usage", "code_perplexity"}
+    recs = _jsonl(wd)
+    train_recs = {r["step"]: r for r in recs if r["split"] == "train"}
+    assert sorted(train_recs) == [2, 4, 6, 8, 10, 12]
+    assert [r["step"] for r in recs if r["split"] == "eval"] == [6, 12]  # one eval per step
+    assert train_recs[12]["loss"] < train_recs[2]["loss"]  # it learns
+    assert Run(wd).steps() == [4, 8, 12]
+    assert os.path.exists(os.path.join(wd, "reconstructions.png"))
+    # Resumed at its end: trains no further, saves nothing, logs nothing new.
+    again = train(_cfg_steps(), wd)
+    assert again["step"] == 12 and again["eval"] == summary["eval"]
+    assert len(_jsonl(wd)) == len(recs) and Run(wd).steps() == [4, 8, 12]
+
+
+def _stop_after_saving(monkeypatch, at_step):
+    """Make the run stop as if SIGTERM arrived right after the checkpoint of `at_step`."""
+    saves = []
+    real_save = Checkpointer.save
+
+    def save(self, step, *a, **k):
+        saves.append(step)
+        real_save(self, step, *a, **k)
+        if step == at_step:
+            trainer.request_stop()
+
+    monkeypatch.setattr(Checkpointer, "save", save)
+    return saves
+
+
+def test_sigterm_on_a_checkpoint_step_saves_once_and_resumes_to_the_same_log(tmp_path,
+                                                                           monkeypatch):
+    # checkpoint.every (3) is not a multiple of log_every (2): the checkpoint at step 3 falls in
+    # the middle of a log window.
+    cfg = dict(steps=12, log_every=2, ck_every=3, eval_every=6)
+    ref = str(tmp_path / "ref")
+    train(_cfg_steps(**cfg), ref)
+    wd = str(tmp_path / "stopped")
+    saves = _stop_after_saving(monkeypatch, at_step=3)
+    first = train(_cfg_steps(**cfg), wd)
+    assert first["preempted"] and first["step"] == 3 and saves == [3]  # saved once, no crash
+    monkeypatch.undo()
+    resumed = train(_cfg_steps(**cfg), wd)
+    assert resumed["step"] == 12
+    assert _jsonl(wd) == _jsonl(ref)  # the step-4 record averages steps 3 and 4 in both
+    assert [h["step"] for h in resumed["eval_history"]] == [3, 6, 12]
+
+
+def test_time_limit_on_a_checkpoint_step_saves_once(tmp_path, monkeypatch):
+    # The time limit is checked at log steps; here every log step is also a checkpoint step.
+    c = _cfg_steps(steps=12, log_every=4, ck_every=4)
+    c.train.max_minutes = 1e-9
+    saves = []
+    real_save = Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save",
+                        lambda self, step, *a, **k: (saves.append(step),
+                                                     real_save(self, step, *a, **k)))
+    summary = train(c, str(tmp_path / "run"))
+    assert summary["stopped_early"] and not summary["preempted"]
+    assert summary["step"] == 4 and saves == [4]
+
+
+def test_step_loop_makes_no_host_transfer(tmp_path, monkeypatch):
+    """The real loop under jax.transfer_guard('disallow'): between log, eval and checkpoint steps
+    it only feeds batches to the jitted step, so a host sync added there (a float(loss) every
+    step, a numpy array passed to the step) fails this test."""
+    real_loop = trainer._loop
+
+    def guarded(*a, **k):
+        with jax.transfer_guard("disallow"):
+            return real_loop(*a, **k)
+
+    monkeypatch.setattr(trainer, "_loop", guarded)
+    summary = train(_cfg_steps(steps=8, log_every=4, ck_every=8, eval_every=8), str(tmp_path))
+    assert summary["step"] == 8 and np.isfinite(summary["eval"]["psnr"])
+
+
+def test_log_window_round_trips_dtypes():
+    w = trainer.LogWindow()
+    w.add({"loss": np.float32(1.25), "codes_restarted": np.int32(3)})
+    w.add({"loss": np.float32(0.1), "codes_restarted": np.int32(0)})
+    restored = trainer.LogWindow(json.loads(json.dumps(w.to_json())))
+    a, _ = w.take_means()
+    b, _ = restored.take_means()
+    assert a == b and a["loss"] == float(np.mean([np.float32(1.25), np.float32(0.1)]))
+
+
+def test_dynamics_engine_builds_and_compiles_with_nothing_on_disk(tmp_path):
+    cfg = _cfg("dynamics", f"size=test,tokenizer={tmp_path}/none,lam={tmp_path}/none")
+    engine = build_engine(cfg)
+    assert set(engine.frozen_abstract) == {"tokenizer", "lam"}
+    with engine.context():
+        compiled = engine.step_fn.lower(engine.abstract_state, engine.abstract_batch(),
+                                        engine.frozen_abstract).compile()
+    assert compiled.cost_analysis() is not None
+    assert not os.path.exists(f"{tmp_path}/none")
