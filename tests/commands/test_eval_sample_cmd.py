@@ -9,10 +9,12 @@ import os
 import numpy as np
 import pytest
 
-from tests.commands.test_lam_dynamics_cmd import CFGS, FAST
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.stages.helpers import save_fake_pipeline, save_fake_run, test_config as _cfg
 
+CFGS = os.path.join(REPO, "experiments", "configs")
+FAST = ["--config.train.steps=4", "--config.train.log_every=2", "--config.train.eval_every=4",
+        "--config.checkpoint.every=2"]
 EVAL_FAST = ["--episodes=3", "--rollout_frames=5", "--batch_size=2", "--steps=2"]
 EVAL_KEYS = {"workdir", "checkpoint_step", "settings", "tokenizer", "lam", "rollout",
              "controllability", "action_nmi", "sampler_compiles", "outputs"}

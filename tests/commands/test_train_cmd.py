@@ -38,9 +38,7 @@ def test_tokenizer_has_a_pulse(tmp_path):
     assert os.path.exists(os.path.join(wd, "reconstructions.png"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(wd, "tb")))
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["12", "4", "8"]
-    # Running again resumes at the end and trains no further.
-    proc = run_cli(["train", CFG, "--workdir=run"], cwd=str(tmp_path))
-    assert "resumed from" in proc.stdout and "done: step 12/12" in proc.stdout
+    # (Resuming a finished run: tests/train/test_trainer.py.)
 
 
 def test_unknown_config_key_is_one_line_error(tmp_path):
@@ -100,26 +98,27 @@ def _wait_for(path, proc, timeout=240, nonempty=False):
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    steps = ["--config.train.steps=24"]
+    # checkpoint.every (3) is not a multiple of log_every (2): a resume starts mid log window.
+    steps = ["--config.train.steps=24", "--config.checkpoint.every=3"]
     ref = str(tmp_path / "ref")
     run_cli(["train", CFG, f"--workdir={ref}", *steps])
     wd = str(tmp_path / "killed")
     proc = _spawn(wd, *steps)
-    _wait_for(os.path.join(wd, "checkpoints", "8"), proc)
+    _wait_for(os.path.join(wd, "checkpoints", "9"), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(wd, "summary.json"))
     resumed = run_cli(["train", CFG, f"--workdir={wd}", *steps])
     assert "resumed from" in resumed.stdout
-    ref_recs, recs = _records(ref), _records(wd)
-    assert sorted(recs) == sorted(ref_recs)
-    for s in ref_recs:
-        assert recs[s]["loss"] == ref_recs[s]["loss"], s
-        assert recs[s]["psnr"] == ref_recs[s]["psnr"], s
+    # metrics.jsonl reads as the uninterrupted run's, record for record (wall-clock rates aside).
+    timing = {"steps_per_s", "frames_per_s"}
+    lines = [[{k: v for k, v in json.loads(x).items() if k not in timing}
+              for x in open(os.path.join(d, "metrics.jsonl"))] for d in (ref, wd)]
+    assert lines[0] == lines[1]
     probe = os.path.join(REPO, "tests", "train", "probe.py")
     for d in (ref, wd):
         subprocess.run([sys.executable, probe, d, f"{d}/params.npz", "1,1,1",
-                        "train.steps=24"], cwd=REPO, check=True, capture_output=True)
+                        "train.steps=24", "checkpoint.every=3"], cwd=REPO, check=True, capture_output=True)
     a, b = np.load(f"{ref}/params.npz"), np.load(f"{wd}/params.npz")
     assert int(a["__step"]) == int(b["__step"]) == 24
     for k in a.files:

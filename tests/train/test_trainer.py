@@ -133,3 +133,14 @@ def test_dynamics_engine_builds_and_compiles_with_nothing_on_disk(tmp_path):
                                         engine.frozen_abstract).compile()
     assert compiled.cost_analysis() is not None
     assert not os.path.exists(f"{tmp_path}/none")
+
+
+def test_tokenizer_trains_on_arrayrecord_shards(tmp_path):
+    from tests.data.helpers import write_tagged
+    data = str(tmp_path / "data")
+    write_tagged(data, [16] * 8, hw=16, fractions="0.5,0.5,0")
+    c = _cfg_steps(steps=4, log_every=2, ck_every=4, eval_every=4)
+    c.data.source, c.data.dir = "arrayrecord", data
+    summary = train(c, str(tmp_path / "run"))
+    assert summary["step"] == 4
+    assert summary["eval"]["psnr"] > 0 and summary["eval"]["code_usage"] > 0
