@@ -124,7 +124,7 @@ def transition_pairs(wm, source, episodes, window: int, batch_size: int, control
         pending.clear()
 
     for i, e in enumerate(used):
-        ep = source.read_episode(int(e))
+        ep = source.read_window(int(e), 0, int(lengths[e]))  # the EpisodeSource protocol
         frames, actions = np.asarray(ep["frames"], np.uint8), ep.get("actions")
         if actions is None:
             actions = np.full(len(frames), -1, np.int64)
