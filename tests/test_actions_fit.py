@@ -3,8 +3,8 @@ pairing of LAM windows with true actions (a stub LAM that reads the action off t
 import numpy as np
 import pytest
 
-from genie_jax.actions_fit import (Controls, accuracy_report, control_latents, controls_of,
-                                   counts_table, latent_decoder, transition_pairs)
+from genie_jax.actions_fit import (accuracy_report, balanced_decoder, control_latents,
+                                   controls_of, counts_table, latent_decoder, transition_pairs)
 from genie_jax.data.games import COINRUN_ACTION_CLASSES, COINRUN_CLASS_NAMES
 from genie_jax.errors import UserError
 
@@ -36,16 +36,26 @@ def test_decoder_sends_unseen_latents_to_the_most_common_control():
     np.testing.assert_array_equal(latent_decoder(counts), [0, 1, 1])
 
 
+def test_balanced_decoder_is_not_swamped_by_a_dominant_control():
+    # Control 1 is 90% of transitions: every latent's most common control is 1, but latent 0
+    # is twice as likely under control 0 as under control 1.
+    counts = np.array([[6, 4, 0], [30, 50, 10]])
+    np.testing.assert_array_equal(latent_decoder(counts), [1, 1, 1])
+    np.testing.assert_array_equal(balanced_decoder(counts), [0, 1, 1])
+    np.testing.assert_array_equal(balanced_decoder(np.array([[0, 0], [1, 3]])), [1, 1])
+
+
 def test_accuracy_and_chance():
-    decoder = np.array([0, 1, 1])
+    decoder, balanced = np.array([0, 1, 1]), np.array([0, 0, 1])
     latent = np.array([0, 0, 1, 2, 2, 1])
     control = np.array([0, 1, 1, 1, 0, 1])  # predictions 0 0 1 1 1 1: 4 of 6 right
-    r = accuracy_report(decoder, 1, latent, control, 2)
+    r = accuracy_report(decoder, balanced, 1, latent, control, 2)
     assert r["transitions"] == 6 and r["accuracy"] == pytest.approx(4 / 6)
     assert r["chance"] == pytest.approx(4 / 6)  # always predicting control 1
-    assert r["balanced_accuracy"] == pytest.approx((1 / 2 + 3 / 4) / 2)
+    # balanced predictions 0 0 0 1 1 0: recall of control 0 is 1/2, of control 1 is 1/4
+    assert r["balanced_accuracy"] == pytest.approx((1 / 2 + 1 / 4) / 2)
     assert r["balanced_chance"] == 0.5
-    assert accuracy_report(decoder, 1, latent[:0], control[:0], 2)["accuracy"] is None
+    assert accuracy_report(decoder, balanced, 1, latent[:0], control[:0], 2)["accuracy"] is None
 
 
 class _Source:
@@ -107,8 +117,9 @@ def test_coinrun_controls_and_pairing_recover_a_known_map():
     counts = counts_table(latent, true, 6, 6)
     seen = counts.sum(1) > 0
     np.testing.assert_array_equal(control_latents(counts)[seen], np.asarray(perm)[seen])
-    r = accuracy_report(latent_decoder(counts), int(np.argmax(counts.sum(1))), latent, true, 6)
-    assert r["accuracy"] == 1.0 and r["chance"] < 1.0
+    r = accuracy_report(latent_decoder(counts), balanced_decoder(counts),
+                        int(np.argmax(counts.sum(1))), latent, true, 6)
+    assert r["accuracy"] == 1.0 and r["balanced_accuracy"] == 1.0 and r["chance"] < 1.0
 
 
 def test_unknown_true_actions_are_dropped():
