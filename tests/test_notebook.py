@@ -45,7 +45,8 @@ def _check(nb, root):
     images = [k for o in outputs for k in o.get("data", {}) if k.startswith("image/")]
     assert images.count("image/png") == 3 and images.count("image/gif") == 1  # strip, plot, gallery
     text = "".join(o.get("text", "") for o in outputs)
-    assert "world built in" in text and "PSNR per step" in text and "genie-jax play --workdir=" in text
+    for expected in ("world built in", "PSNR per step", "genie-jax play --workdir="):
+        assert expected in text
     assert os.path.exists(os.path.join(root, "dyn", "action_map.json"))
     assert os.path.getsize(os.path.join(root, "rollout.gif")) > 0
     return text
