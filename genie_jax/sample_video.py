@@ -1,6 +1,7 @@
 """`genie-jax sample`: roll a dynamics run out from a held-out prompt and write a GIF or MP4.
 
-Either a given latent-action sequence (`--actions=0,3,1,...`, prompt = the first K frames of
+Either a given action sequence (`--actions=RIGHT,RIGHT,UP` with the run's action map, see
+genie_jax/action_map.py, or raw latent ids `--actions=0,3,1`; prompt = the first K frames of
 held-out episode `prompt_episode`) or the actions the LAM infers from held-out episode
 `from_clip` (then the video shows the real clip and the rollout side by side).
 """
@@ -16,20 +17,12 @@ from genie_jax import media
 from genie_jax.errors import UserError
 
 
-def parse_actions(text: str, num_actions: int) -> list[int]:
-    """'0,3,1' -> [0, 3, 1]; one-line UserError for non-integers or ids outside [0, A)."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    if not parts:
-        raise UserError("--actions is empty; give comma-separated latent action ids, e.g. 0,3,1")
-    try:
-        ids = [int(p) for p in parts]
-    except ValueError:
-        raise UserError(f"--actions must be comma-separated integers; got {text!r}") from None
-    bad = sorted({a for a in ids if not 0 <= a < num_actions})
-    if bad:
-        raise UserError(f"--actions has ids {bad} outside [0, {num_actions}): this run has "
-                        f"{num_actions} latent actions (model.num_actions)")
-    return ids
+def parse_actions(text: str, num_actions: int, workdir: str | None = None) -> list[int]:
+    """'RIGHT,RIGHT,UP' (the run's action map; see genie_jax/action_map.py) or raw latent ids
+    '0,3,1' -> latent ids; one-line UserError for unknown names or ids outside [0, A)."""
+    from genie_jax.action_map import ActionMap, load_action_map
+    amap = load_action_map(workdir, num_actions) if workdir else ActionMap.numbered(num_actions)
+    return amap.parse(text)
 
 
 @dataclasses.dataclass
@@ -54,7 +47,8 @@ def check_settings(s: SampleSettings) -> None:
     if ext not in media.VIDEO_EXTS:
         raise UserError(f"--out must end in .gif or .mp4; got {s.out!r}")
     if (s.actions is None) == (s.from_clip is None):
-        raise UserError("sample needs exactly one of --actions=0,3,1,... or --from_clip=EPISODE")
+        raise UserError("sample needs exactly one of --actions=RIGHT,UP,... (or latent ids 0,3,1) "
+                        "or --from_clip=EPISODE")
     if s.prompt_frames < 1:
         raise UserError(f"--prompt_frames must be >= 1; got {s.prompt_frames}")
     if s.split == "train":
@@ -85,9 +79,10 @@ def sample(workdir: str, s: SampleSettings, log=print) -> dict:
     cfg = Run(workdir).config()
     if cfg.get("stage") != "dynamics":
         raise UserError(f"{workdir} is a {cfg.get('stage')!r} run, not a dynamics run")
-    A = int(cfg.model.num_actions)
+    from genie_jax.action_map import load_action_map
+    amap = load_action_map(workdir, int(cfg.model.num_actions))
     K = s.prompt_frames
-    actions = parse_actions(s.actions, A) if s.actions is not None else None  # before loading
+    actions = amap.parse(s.actions) if s.actions is not None else None  # before loading
     wm = load_world_model(workdir, steps=s.steps, temperature=s.temperature, step=s.step)
     source = open_heldout(cfg, s.split)
     real = None
@@ -111,5 +106,6 @@ def sample(workdir: str, s: SampleSettings, log=print) -> dict:
     if real is not None:  # real clip | prompt + rollout
         video = media.hstack([media.upscale(media.to_uint8(real), scale), video], gap=4)
     path = media.write_video(s.out, video, fps=s.fps)
-    return {"path": path, "actions": actions, "prompt_frames": K, "generated": len(out),
+    return {"path": path, "actions": actions, "action_names": [amap.name_of(a) for a in actions],
+            "prompt_frames": K, "generated": len(out),
             "scale": scale, "side_by_side": real is not None, "compiles": int(wm.trace_count)}

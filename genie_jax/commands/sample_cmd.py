@@ -1,6 +1,7 @@
 """`genie-jax sample`: a rollout of a dynamics run as a GIF or MP4 (see genie_jax/sample_video.py).
 
-  genie-jax sample --workdir=runs/dyn --out=rollout.gif --actions=0,3,1,1,2 [--prompt_frames=1]
+  genie-jax sample --workdir=runs/dyn --out=rollout.gif --actions=RIGHT,RIGHT,UP [--prompt_frames=1]
+  genie-jax sample --workdir=runs/dyn --out=rollout.gif --actions=0,3,1,1,2   (raw latent ids)
   genie-jax sample --workdir=runs/dyn --out=clip.mp4 --from_clip=3 [--frames=15]
       [--steps=S --temperature=X --seed=N --split=test --fps=8 --scale=4]
 """
@@ -14,7 +15,8 @@ from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
 _OUT = flags.DEFINE_string("out", None, "output video: FILE.gif or FILE.mp4")
-_ACTIONS = flags.DEFINE_string("actions", None, "latent action ids, e.g. 0,3,1")
+_ACTIONS = flags.DEFINE_string("actions", None, "actions by name from the run's action map "
+                                "(genie-jax actions show), e.g. RIGHT,RIGHT,UP, or latent ids 0,3,1")
 _FROM_CLIP = flags.DEFINE_integer("from_clip", None,
                                   "held-out episode whose LAM-inferred actions drive the rollout")
 _PROMPT = flags.DEFINE_integer("prompt_frames", 1, "real frames given as the prompt")
@@ -43,7 +45,13 @@ def main(argv):
     r = sample(_WORKDIR.value, s)
     print(f"wrote {r['path']}: {r['prompt_frames']} prompt + {r['generated']} generated frames "
           f"(x{r['scale']}{', real | generated' if r['side_by_side'] else ''}); "
-          f"actions {','.join(map(str, r['actions']))}", flush=True)
+          f"actions {_actions_text(r)}", flush=True)
+
+
+def _actions_text(r: dict) -> str:
+    ids = ",".join(map(str, r["actions"]))
+    names = ",".join(r["action_names"])
+    return ids if names == ids else f"{names} (latent {ids})"
 
 
 def run(argv: list[str]) -> None:

@@ -14,6 +14,7 @@ import functools
 import numpy as np
 
 NUM_ACTIONS = 5
+ACTION_NAMES = ("NOOP", "LEFT", "RIGHT", "UP", "DOWN")  # screen directions of the player
 _MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.float64)  # (dx, dy)
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 # A fixed retro palette, as games reuse a small set of assets: every colour on screen is one of
