@@ -31,11 +31,12 @@ def _pct(x) -> str:
 
 def _show(workdir: str) -> None:
     from genie_jax.action_map import FILENAME, load_action_map
-    from genie_jax.train.frozen import read_run_config
     import os
+
+    from genie_jax.runs import Run
     if not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir!r} does not exist")
-    cfg = read_run_config(workdir)
+    cfg = Run(workdir).config()
     if cfg.get("stage") != "dynamics":
         raise UserError(f"{workdir} is a {cfg.get('stage')!r} run, not a dynamics run")
     m = load_action_map(workdir, int(cfg.model.num_actions))
