@@ -63,6 +63,11 @@ DYNAMICS = {
     "coinrun": dict(width=512, depth=12, num_heads=8, max_frames=16),  # Genie's CoinRun: 12 layers
 }
 
+# Recorded actions per dataset, for dynamics conditioned on the true actions instead of latent ones
+# (knob lam_mode=true_actions): the procedural world's 5 moves, procgen CoinRun's 15 actions.
+TRUE_ACTIONS = {"procedural": 5, "coinrun": 15}
+LAM_MODES = ("frozen", "cotrain", "true_actions")
+
 # ---------------------------------------------------------------------------------------------
 # The CoinRun CPU chain (*_coinrun.py, knob `budget`): train steps of each stage per budget,
 # how many times a run evaluates and checkpoints (evenly spaced) and how often it logs.

@@ -9,7 +9,8 @@ Run (after the tokenizer, and for lam_mode=frozen the LAM, of the same size):
   genie-jax train --config=experiments/configs/dynamics.py:size=tiny,action_mode=add \
       --workdir=runs/dyn_add                       # the action-conditioning ablation
 Knobs: size (test|tiny|coinrun), tokenizer (tokenizer run folder, default runs/tok),
-  lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain),
+  lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain|
+  true_actions: the recorded actions condition the dynamics, no LAM; model.num_actions = 5),
   action_mode (token: each action is an extra token | add: added to the frame's tokens).
 Data, schedule and the tokenizer and LAM shapes are those of tokenizer.py and lam.py of the same
 size (base.py). If those runs used other values, override their sections and the dynamics model
@@ -25,7 +26,7 @@ from experiments.configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
                            lam_mode="frozen", action_mode="token")
-    base.pick(("frozen", "cotrain"), "lam_mode", knobs.lam_mode)
+    base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
     c = base.get_base(size)  # the frames, schedule and optimizer the tokenizer of this size had
@@ -51,6 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dropout=0.0, max_frames=shape["max_frames"], action_mode=knobs.action_mode,
         dtype="float32", param_dtype="float32", remat=False,
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
+    if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
+        c.model.num_actions = base.TRUE_ACTIONS["procedural"]
     c.loss = ml_collections.ConfigDict(dict(
         mask_min=0.5, mask_max=1.0, lam_weight=1.0, lam_vq_weight=1.0,
         restart_dead_after=base.SCHEDULE[size]["restart_dead_after"]))
