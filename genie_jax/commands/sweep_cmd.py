@@ -2,6 +2,7 @@
 
   genie-jax sweep --config=FILE[:knobs] --grid=KEY=V1,V2 [--grid=...] [--seeds=N] --root=DIR
       [--set=KEY=VALUE ...]                 every run (e.g. --set=train.steps=2000)
+      [--exclude='KEY=V KEY2=V2' ...]       leave out the grid points with all these values
       [--upstream=tokenizer=FILE[:knobs]] [--upstream=lam=FILE[:knobs]]   shared upstream runs
       [--eval_set=KEY=VALUE ...] [--eval_grid=KEY=V1,V2] [--noeval]   `genie-jax eval` settings
       [--shard=I/N] [--inprocess] [--dry_run]
@@ -11,7 +12,8 @@
 
 KEY: a config key (`model.action_mode`) or a knob of the config file (`:lam_mode`). A sweep file
 is Python with get_sweep(arg) -> dict(config=, grid=[...], seeds=, set=[...], upstream={...},
-eval_set=[...], eval_grid=[...]) in the flags' syntax (e.g. experiments/sweeps/genie_coinrun.py).
+eval_set=[...], eval_grid=[...], exclude=[...]) in the flags' syntax
+(e.g. experiments/sweeps/genie_coinrun.py).
 See genie_jax/sweep/ for the layout of DIR, resume, shards and upstream runs.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ _GRID = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,...: one axis of the gr
 _SEEDS = flags.DEFINE_integer("seeds", None, "seeds per grid point (0..N-1; default 1)")
 _ROOT = flags.DEFINE_string("root", None, "sweep folder")
 _SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE for every run")
+_EXCLUDE = flags.DEFINE_multi_string("exclude", [], "'KEY=V KEY2=V2': grid points left out")
 _UPSTREAM = flags.DEFINE_multi_string("upstream", [], "STAGE=FILE[:knobs] (tokenizer, lam)")
 _EVAL = flags.DEFINE_bool("eval", True, "evaluate every dynamics run (genie-jax eval)")
 _EVAL_SET = flags.DEFINE_multi_string("eval_set", [], "KEY=VALUE: a genie-jax eval setting")
@@ -62,18 +65,19 @@ def load_sweep_file(spec: str) -> dict:
     except Exception as e:  # noqa: BLE001 - a sweep file that fails to load or a bad knob
         raise UserError(f"--spec={spec}: could not load it ({type(e).__name__}: {e})") from None
     unknown = set(d) - {"config", "grid", "seeds", "set", "upstream", "eval", "eval_set",
-                        "eval_grid"}
+                        "eval_grid", "exclude"}
     if unknown:
         raise UserError(f"--spec={spec}: unknown entries {sorted(unknown)}")
     return d
 
 
 def build_spec():
-    from genie_jax.sweep.spec import SweepSpec, parse_axis, parse_setting
+    from genie_jax.sweep.spec import SweepSpec, parse_axis, parse_exclude, parse_setting
     if _SPEC.value:
         given = [f for f, v in (("--config", _CONFIG.value), ("--grid", _GRID.value),
                                 ("--set", _SET.value), ("--upstream", _UPSTREAM.value),
-                                ("--eval_set", _EVAL_SET.value), ("--eval_grid", _EVAL_GRID.value))
+                                ("--eval_set", _EVAL_SET.value), ("--eval_grid", _EVAL_GRID.value),
+                                ("--exclude", _EXCLUDE.value))
                  if v]
         if given:
             raise UserError(f"--spec defines the sweep; leave out {', '.join(given)}")
@@ -82,9 +86,11 @@ def build_spec():
         upstream = [f"{k}={v}" for k, v in dict(d.get("upstream", {})).items()]
         eval_set, eval_grid = list(d.get("eval_set", [])), list(d.get("eval_grid", []))
         seeds, evaluate = d.get("seeds", 1), bool(d.get("eval", True))
+        exclude = list(d.get("exclude", []))
     else:
         config, grid, sets, upstream = _CONFIG.value, _GRID.value, _SET.value, _UPSTREAM.value
         eval_set, eval_grid, seeds, evaluate = _EVAL_SET.value, _EVAL_GRID.value, 1, _EVAL.value
+        exclude = _EXCLUDE.value
     if _SEEDS.value is not None:
         seeds = _SEEDS.value
     if not config:
@@ -98,7 +104,8 @@ def build_spec():
     return SweepSpec(config=config, grid=[parse_axis(g) for g in grid], seeds=int(seeds),
                      fixed=[parse_setting(s) for s in sets], upstream=ups, evaluate=evaluate,
                      eval_settings=dict(parse_setting(s, "--eval_set") for s in eval_set),
-                     eval_grid=[parse_axis(g, "--eval_grid") for g in eval_grid])
+                     eval_grid=[parse_axis(g, "--eval_grid") for g in eval_grid],
+                     exclude=[parse_exclude(e) for e in exclude])
 
 
 def main(argv):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -67,9 +68,9 @@ def collect(root: str) -> tuple[SweepSpec, list[dict]]:
         done = _read_json(os.path.join(w, DONE))
         if not done:
             continue
-        summary = {f"summary.{k}": v for k, v in
-                   flatten({kk: vv for kk, vv in (_read_json(os.path.join(w, "summary.json")) or {}).items()
-                            if kk not in ("eval_history",)}).items()}
+        s = _read_json(os.path.join(w, "summary.json")) or {}
+        s.pop("eval_history", None)  # per-eval lists: the curves show them
+        summary = {f"summary.{k}": v for k, v in flatten(s).items()}
         evals = done.get("evals") or {}
         for ename, e in (evals.items() if evals else [(None, None)]):
             metrics = dict(summary)
@@ -78,25 +79,40 @@ def collect(root: str) -> tuple[SweepSpec, list[dict]]:
                 metrics.update({f"eval.{k}": v for k, v in flatten(
                     {k: v for k, v in r.items() if k not in ("settings", "workdir")}).items()})
             label = done["variant"] if not e or not e["point"] else \
-                f"{done['variant']} | {ename[len('eval_'):]}"
+                f"{done['variant']} [eval {ename[len('eval_'):]}]"
             records.append({"run": name, "variant": done["variant"], "eval": ename,
                             "label": label, "seed": int(done["seed"]), "metrics": metrics,
                             "workdir": w})
     return spec, records
 
 
+def grid_variants(spec: SweepSpec) -> list[str]:
+    """Variant names in the sweep's order (excluded points left out)."""
+    keys = [k for k, _ in spec.grid]
+    points = [dict(zip(keys, v)) for v in itertools.product(*[vals for _, vals in spec.grid])]
+    return [join_name([slug(k, v) for k, v in p.items()]) for p in points
+            if not any(all(p[k] == v for k, v in ex.items()) for ex in spec.exclude)]
+
+
 def expected_runs(spec: SweepSpec) -> int:
-    n = spec.seeds
-    for _, vals in spec.grid:
-        n *= len(vals)
-    return n
+    return len(grid_variants(spec)) * spec.seeds
+
+
+def order_records(spec: SweepSpec, records: list[dict]) -> list[dict]:
+    """Grid order (then eval-only variants in their order, then seed), not folder-name order."""
+    variants = {v: i for i, v in enumerate(grid_variants(spec))}
+    evals = list(itertools.product(*[vals for _, vals in spec.eval_grid]))
+    enames = {"eval_" + join_name([slug(k, v) for (k, _), v in zip(spec.eval_grid, e)]): i
+              for i, e in enumerate(evals)}
+    return sorted(records, key=lambda r: (variants.get(r["variant"], len(variants)),
+                                          enames.get(r["eval"], 0), r["seed"]))
 
 
 def baseline_label(spec: SweepSpec) -> str:
     variant = join_name([slug(k, vals[0]) for k, vals in spec.grid])
     if spec.eval_grid:
         ev = join_name([slug(k, vals[0]) for k, vals in spec.eval_grid])
-        return f"{variant} | {ev}"
+        return f"{variant} [eval {ev}]"
     return variant
 
 
@@ -163,7 +179,8 @@ def markdown(rows, metrics, baseline, spec, n_done, n_expected, root) -> str:
 def csv_text(rows, metrics) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["variant", "seeds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "delta")])
+    w.writerow(["variant", "seeds"]
+               + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "delta")])
     for row in rows:
         w.writerow([row["label"], " ".join(map(str, row["seeds"]))]
                    + [_f(row["stats"][m][s], False) for m in metrics
@@ -221,6 +238,7 @@ def write_report(root: str, metrics: list[str] | None = None, baseline: str | No
     if not os.path.isdir(root):
         raise UserError(f"--root={root!r} does not exist")
     spec, records = collect(root)
+    records = order_records(spec, records)
     if not records:
         raise UserError(f"{root}: no finished run yet (no runs/*/{DONE})")
     available = sorted({m for r in records for m in r["metrics"]})

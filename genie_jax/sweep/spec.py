@@ -45,13 +45,16 @@ class SweepSpec:
     evaluate: bool = True                          # `genie-jax eval` after a dynamics run
     eval_settings: dict[str, str] = dataclasses.field(default_factory=dict)
     eval_grid: list[tuple[str, list[str]]] = dataclasses.field(default_factory=list)
+    # grid points left out: each entry {key: value, ...} drops the points having all of them
+    exclude: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"version": VERSION, "config": self.config,
                 "grid": [[k, list(v)] for k, v in self.grid], "seeds": self.seeds,
                 "fixed": [[k, v] for k, v in self.fixed], "upstream": dict(self.upstream),
                 "evaluate": self.evaluate, "eval_settings": dict(self.eval_settings),
-                "eval_grid": [[k, list(v)] for k, v in self.eval_grid]}
+                "eval_grid": [[k, list(v)] for k, v in self.eval_grid],
+                "exclude": [dict(e) for e in self.exclude]}
 
     @classmethod
     def from_json(cls, d: dict) -> "SweepSpec":
@@ -59,7 +62,8 @@ class SweepSpec:
                    seeds=int(d["seeds"]), fixed=[(k, v) for k, v in d.get("fixed", [])],
                    upstream=dict(d.get("upstream", {})), evaluate=bool(d.get("evaluate", True)),
                    eval_settings=dict(d.get("eval_settings", {})),
-                   eval_grid=[(k, list(v)) for k, v in d.get("eval_grid", [])])
+                   eval_grid=[(k, list(v)) for k, v in d.get("eval_grid", [])],
+                   exclude=[dict(e) for e in d.get("exclude", [])])
 
 
 def parse_axis(text: str, flag: str = "--grid") -> tuple[str, list[str]]:
@@ -81,6 +85,15 @@ def parse_setting(text: str, flag: str = "--set") -> tuple[str, str]:
     if not eq or not key.strip():
         raise UserError(f"{flag}={text!r}: write KEY=VALUE")
     return key.strip(), value.strip()
+
+
+def parse_exclude(text: str) -> dict[str, str]:
+    """'KEY=V KEY2=V2' (space-separated) -> {KEY: V, KEY2: V2}."""
+    parts = str(text).split()
+    out = dict(parse_setting(p, "--exclude") for p in parts)
+    if not out:
+        raise UserError(f"--exclude={text!r}: write KEY=VALUE [KEY2=VALUE2 ...]")
+    return out
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -130,7 +143,10 @@ def load_config(spec: str, overrides: list[tuple[str, str]], where: str):
         fv(argv)
         return holder.value
     except flags.Error as e:
-        raise UserError(f"{where}: {' '.join(str(e).split())[:400]}") from None
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        # a config file's own exception arrives as a traceback: its last line says what
+        msg = lines[-1] if "Traceback" in str(e) else " ".join(lines)
+        raise UserError(f"{where}: {msg[:400]}") from None
     except Exception as e:  # noqa: BLE001 - a config file that fails to load (e.g. a bad knob)
         raise UserError(f"{where}: could not load {spec!r} ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:300]})") from None
@@ -293,6 +309,12 @@ def build_plan(spec: SweepSpec, root: str) -> Plan:
     for k, vals in spec.grid:
         if not vals:
             raise UserError(f"grid axis {k!r} has no values")
+    axes = dict(spec.grid)
+    for ex in spec.exclude:
+        for k, v in ex.items():
+            if k not in axes or v not in axes[k]:
+                raise UserError(f"exclude {k}={v}: not a value of a grid axis "
+                                f"({k}: {axes.get(k, 'no such axis')})")
     where = spec.config
     base = load_config(spec.config, [], f"--config={spec.config}")
     stage = str(base.get("stage", ""))
@@ -328,6 +350,8 @@ def build_plan(spec: SweepSpec, root: str) -> Plan:
     runs = []
     for values in itertools.product(*[vals for _, vals in spec.grid]):
         point = dict(zip(keys, values))
+        if any(all(point[k] == v for k, v in ex.items()) for ex in spec.exclude):
+            continue
         variant = join_name([slug(k, v) for k, v in point.items()])
         knobs = {k[1:]: v for k, v in point.items() if k.startswith(":")}
         cfg_spec = with_knobs(spec.config, knobs) if knobs else spec.config
