@@ -358,7 +358,8 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
         tp, rp = roll["psnr_true"][true_ok], roll["psnr_rand"][true_ok]
         tdelta = delta_psnr_per_step(tp, rp)
         true_section = {"source": true_source, "clips": int(true_ok.sum()),
-                        "psnr": float(np.mean(tp)), "ssim": float(np.mean(roll["ssim_true"][true_ok])),
+                        "psnr": float(np.mean(tp)),
+                        "ssim": float(np.mean(roll["ssim_true"][true_ok])),
                         "psnr_per_step": per_step_mean(tp),
                         "random_actions_psnr_per_step": per_step_mean(rp),
                         "delta_psnr": value_at_step(tdelta, s.delta_t),
@@ -457,7 +458,8 @@ def write_outputs(out_dir: str, results: dict, artifacts: dict) -> dict[str, str
     paths["gif"] = media.write_gif(os.path.join(out_dir, "rollouts.gif"), frames, fps=4)
     results = dict(results, outputs={
         **{k: os.path.basename(v) for k, v in paths.items()},
-        "grid_rows": f"per clip: real clip; rollout with {artifacts.get('main_actions', 'LAM-inferred actions')}; "
+        "grid_rows": "per clip: real clip; rollout with "
+                     f"{artifacts.get('main_actions', 'LAM-inferred actions')}; "
                      "rollout with random actions (their first prompt_frames columns are the real "
                      "prompt)"})
     paths["json"] = media.write_text(os.path.join(out_dir, "eval.json"),

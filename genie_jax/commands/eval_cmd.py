@@ -53,8 +53,8 @@ def main(argv):
                                           f"(chance {_fmt(probe['chance'])})")
     true = r.get("true_actions")
     t = r['controllability']['t']
-    true_txt = "" if true is None else (f"; true actions ({true['source']}, {true['clips']} clips) "
-                                        f"PSNR {true['psnr']:.2f}, delta-PSNR@{t} "
+    true_txt = "" if true is None else (f"; true actions ({true['source']}, {true['clips']} "
+                                        f"clips) PSNR {true['psnr']:.2f}, delta-PSNR@{t} "
                                         f"{_fmt(true['delta_psnr'])}")
     lam_txt = "" if r["lam"] is None else f"; LAM usage {r['lam']['code_usage']:.2f}"
     print(f"tokenizer PSNR {r['tokenizer']['psnr']:.2f} SSIM {r['tokenizer']['ssim']:.3f} "
