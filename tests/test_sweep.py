@@ -255,3 +255,19 @@ def test_sweep_killed_then_resumed_skips_finished_runs(tmp_path):
     r = write_report(str(root))
     assert r["runs_done"] == 2 and "summary.eval.psnr" in r["metrics"]
     assert {row["label"] for row in r["rows"]} == {"data.seed=0", "data.seed=1"}
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    missing = [str(tmp_path / "no_data_a"), str(tmp_path / "no_data_b")]
+    spec = SweepSpec(config=TOK, grid=[("data.dir", missing)],
+                     fixed=[("data.source", "arrayrecord"), *FAST])
+    root = tmp_path / "sweep"
+    out = run_sweep(spec, str(root), inprocess=True, log=lambda m: None)
+    # values with '/' get a readable name plus a short hash of the value
+    assert len(out.failed) == 2 and not out.done
+    assert all(n.startswith("data.dir=_") and "no_data_" in n for n in out.failed)
+    for name, msg in out.failed.items():
+        w = root / "runs" / name
+        assert not (w / DONE).exists()
+        assert (w / "sweep_error.txt").read_text().startswith(msg)
+        assert "no_data" in msg
