@@ -271,3 +271,41 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
         assert not (w / DONE).exists()
         assert (w / "sweep_error.txt").read_text().startswith(msg)
         assert "no_data" in msg
+
+
+def test_a_run_trains_fits_actions_then_evaluates_what_is_missing(tmp_path):
+    from genie_jax.sweep.execute import _run_one
+    from genie_jax.sweep.spec import EvalPlan, RunPlan
+    w = tmp_path / "run"
+    calls = []
+
+    class Recorder:  # stands in for the trainer / `genie-jax actions fit` / `genie-jax eval`
+        def train(self, config, overrides, workdir):
+            calls.append("train")
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, "summary.json"), "w") as f:
+                json.dump({"step": 4, "stopped_early": False}, f)
+
+        def fit_actions(self, workdir):
+            calls.append("fit")
+            open(os.path.join(workdir, "action_map.json"), "w").close()
+
+        def evaluate(self, workdir, ev):
+            calls.append(ev.name)
+            os.makedirs(ev.out)
+            open(os.path.join(ev.out, "eval.json"), "w").close()
+
+    evals = [EvalPlan(f"eval_steps={s}", str(w / f"eval_steps={s}"), {"steps": s}, {"steps": s})
+             for s in ("4", "8")]
+    run = RunPlan("v__seed=0", "v", 0, {}, str(w), "dynamics", DYN, [], 4, [], evals, True)
+    _run_one(run, Recorder(), "t", lambda m: None)
+    assert calls == ["train", "fit", "eval_steps=4", "eval_steps=8"]
+    done = json.load(open(w / DONE))
+    assert set(done["seconds"]) == {"train", "actions_fit", "eval_steps=4", "eval_steps=8"}
+    # killed after the first evaluation: only the second one is redone
+    os.remove(w / DONE)
+    os.remove(w / "eval_steps=8" / "eval.json")
+    os.rmdir(w / "eval_steps=8")
+    calls.clear()
+    _run_one(run, Recorder(), "t", lambda m: None)
+    assert calls == ["eval_steps=8"] and (w / DONE).exists()

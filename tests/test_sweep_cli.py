@@ -34,7 +34,8 @@ def test_genie_coinrun_sweep_file_plans_its_runs(tmp_path):
     first = runs[0]
     assert first.split(":")[0] == \
         "  action_mode=token__lam_mode=frozen__lam.model.num_codes=6__seed=0"
-    assert "(evals: eval_steps=4, eval_steps=8, eval_steps=25)" in first
+    assert "(actions fit; evals: eval_steps=4, eval_steps=8, eval_steps=25)" in first
+    assert sum("(actions fit;" in ln for ln in runs) == 16  # not the 4 true-action runs
     ups = [ln for ln in lines if ln.startswith("upstream ")]
     assert [u.split(":")[0] for u in ups] == ["upstream tokenizer base",
                                               "upstream lam model.num_codes=6",

@@ -14,14 +14,17 @@ Axes (the first value of each is the baseline: Genie's CoinRun setup):
                          ablation row; GenieRedux-G: 33.41 dB with true actions vs 25.51 latent)
   lam.model.num_codes    6 | 8                latent actions (one LAM run per value, shared)
   eval-only: MaskGIT steps 4 | 8 | 25 at evaluation (one `genie-jax eval` each, no retraining)
+Every latent-action run first gets `genie-jax actions fit` (CoinRun's 6 control classes -> latent
+ids, fitted on the val split), so its evaluation also reports the delta-PSNR of rollouts driven by
+the clips' true controls (eval.true_actions.delta_psnr), comparable with the true_actions row.
 Not an axis: the LAM's input (pixels, as now, vs the tokenizer's tokens): the LAM takes pixels
 only; a token-input LAM is not built.
 true_actions ignores lam.model.num_codes, so its num_codes=8 point is excluded (a duplicate).
 
 Size: per seed 10 dynamics runs, + 1 tokenizer and 2 LAM runs shared by all; knob seeds (2).
-CPU time at budget=quick on 2 cores: tokenizer ~8 min, LAM ~2.5 min each, dynamics ~12 min
-each (experiments/configs/base.py COINRUN_BUDGET), 3 evaluations per run: about 5 h for 2
-seeds. `--shard=I/N` splits it over N machines sharing the root.
+CPU time at budget=quick on 2 cores, estimated from experiments/RESULTS.md (not measured as a
+sweep): tokenizer ~8 min, LAM ~2.5 min each, dynamics ~12 min each, its 3 evaluations ~5 min
+(1.2 min for 30 clips at 8 MaskGIT steps, scaled by steps): about 6 h for 2 seeds. `--shard=I/N` splits it over N machines sharing the root.
 Knobs: dir (dataset), budget (smoke|quick|default|quality), seeds, episodes and clips
 (held-out evaluation clips: episodes x clips per episode).
 """
@@ -45,4 +48,5 @@ def get_sweep(arg=None):
         eval_set=["split=test", f"episodes={knobs.episodes}",
                   f"clips_per_episode={knobs.clips}", "rollout_frames=10"],
         eval_grid=["steps=4,8,25"],
+        fit_actions=True,  # the control a player feels: rollouts by CoinRun's own controls
     )

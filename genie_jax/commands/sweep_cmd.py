@@ -5,6 +5,8 @@
       [--exclude='KEY=V KEY2=V2' ...]       leave out the grid points with all these values
       [--upstream=tokenizer=FILE[:knobs]] [--upstream=lam=FILE[:knobs]]   shared upstream runs
       [--eval_set=KEY=VALUE ...] [--eval_grid=KEY=V1,V2] [--noeval]   `genie-jax eval` settings
+      [--fit_actions]                       `genie-jax actions fit` before evaluating (true-
+                                            action rollouts in eval.json; needs true actions)
       [--shard=I/N] [--inprocess] [--dry_run]
   genie-jax sweep --spec=SWEEP_FILE[:knobs] --root=DIR [--seeds=N] [--shard=I/N] ...
   genie-jax sweep report --root=DIR [--metrics=eval.rollout.psnr,summary.eval.ce]
@@ -12,7 +14,7 @@
 
 KEY: a config key (`model.action_mode`) or a knob of the config file (`:lam_mode`). A sweep file
 is Python with get_sweep(arg) -> dict(config=, grid=[...], seeds=, set=[...], upstream={...},
-eval_set=[...], eval_grid=[...], exclude=[...]) in the flags' syntax
+eval_set=[...], eval_grid=[...], exclude=[...], fit_actions=bool) in the flags' syntax
 (e.g. experiments/sweeps/genie_coinrun.py).
 See genie_jax/sweep/ for the layout of DIR, resume, shards and upstream runs.
 """
@@ -38,6 +40,8 @@ _UPSTREAM = flags.DEFINE_multi_string("upstream", [], "STAGE=FILE[:knobs] (token
 _EVAL = flags.DEFINE_bool("eval", True, "evaluate every dynamics run (genie-jax eval)")
 _EVAL_SET = flags.DEFINE_multi_string("eval_set", [], "KEY=VALUE: a genie-jax eval setting")
 _EVAL_GRID = flags.DEFINE_multi_string("eval_grid", [], "KEY=V1,V2: an eval-only axis")
+_FIT = flags.DEFINE_bool("fit_actions", False, "genie-jax actions fit before evaluating a run "
+                         "with a LAM (its eval then drives rollouts by the true actions too)")
 _SHARD = flags.DEFINE_string("shard", "0/1", "I/N: run every N-th run starting at I")
 _INPROCESS = flags.DEFINE_bool("inprocess", False, "train in this process (default: a "
                                "subprocess per run)")
@@ -65,7 +69,7 @@ def load_sweep_file(spec: str) -> dict:
     except Exception as e:  # noqa: BLE001 - a sweep file that fails to load or a bad knob
         raise UserError(f"--spec={spec}: could not load it ({type(e).__name__}: {e})") from None
     unknown = set(d) - {"config", "grid", "seeds", "set", "upstream", "eval", "eval_set",
-                        "eval_grid", "exclude"}
+                        "eval_grid", "exclude", "fit_actions"}
     if unknown:
         raise UserError(f"--spec={spec}: unknown entries {sorted(unknown)}")
     return d
@@ -77,7 +81,7 @@ def build_spec():
         given = [f for f, v in (("--config", _CONFIG.value), ("--grid", _GRID.value),
                                 ("--set", _SET.value), ("--upstream", _UPSTREAM.value),
                                 ("--eval_set", _EVAL_SET.value), ("--eval_grid", _EVAL_GRID.value),
-                                ("--exclude", _EXCLUDE.value))
+                                ("--exclude", _EXCLUDE.value), ("--fit_actions", _FIT.value))
                  if v]
         if given:
             raise UserError(f"--spec defines the sweep; leave out {', '.join(given)}")
@@ -86,11 +90,11 @@ def build_spec():
         upstream = [f"{k}={v}" for k, v in dict(d.get("upstream", {})).items()]
         eval_set, eval_grid = list(d.get("eval_set", [])), list(d.get("eval_grid", []))
         seeds, evaluate = d.get("seeds", 1), bool(d.get("eval", True))
-        exclude = list(d.get("exclude", []))
+        exclude, fit = list(d.get("exclude", [])), bool(d.get("fit_actions", False))
     else:
         config, grid, sets, upstream = _CONFIG.value, _GRID.value, _SET.value, _UPSTREAM.value
         eval_set, eval_grid, seeds, evaluate = _EVAL_SET.value, _EVAL_GRID.value, 1, _EVAL.value
-        exclude = _EXCLUDE.value
+        exclude, fit = _EXCLUDE.value, _FIT.value
     if _SEEDS.value is not None:
         seeds = _SEEDS.value
     if not config:
@@ -105,7 +109,7 @@ def build_spec():
                      fixed=[parse_setting(s) for s in sets], upstream=ups, evaluate=evaluate,
                      eval_settings=dict(parse_setting(s, "--eval_set") for s in eval_set),
                      eval_grid=[parse_axis(g, "--eval_grid") for g in eval_grid],
-                     exclude=[parse_exclude(e) for e in exclude])
+                     exclude=[parse_exclude(e) for e in exclude], fit_actions=fit)
 
 
 def main(argv):
@@ -135,7 +139,8 @@ def main(argv):
             mine = "*" if i % shard[1] == shard[0] else " "
             print(f"{mine} {r.name}: {r.config} " + " ".join(f"--config.{k}={v}"
                                                           for k, v in r.overrides)
-                  + (f" (evals: {', '.join(e.name for e in r.evals)})" if r.evals else ""))
+                  + (" (actions fit; " if r.fit_actions else " (" if r.evals else "")
+                  + (f"evals: {', '.join(e.name for e in r.evals)})" if r.evals else ""))
         print(f"{len(plan.runs)} runs, {len(plan.upstream)} upstream runs; * = shard "
               f"{shard[0]}/{shard[1]}", flush=True)
         return

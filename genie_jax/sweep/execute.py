@@ -129,6 +129,10 @@ class SubprocessRunner:
                     *[f"--config.{k}={v}" for k, v in overrides]],
                    os.path.join(workdir, "sweep_train.log"))
 
+    def fit_actions(self, workdir: str) -> None:
+        self._call(["actions", "fit", f"--workdir={workdir}"],
+                   os.path.join(workdir, "sweep_actions_fit.log"))
+
     def evaluate(self, workdir: str, ev: EvalPlan) -> None:
         flags = [f"--{EVAL_FLAGS.get(k, k)}={v}" for k, v in ev.settings.items()]
         self._call(["eval", f"--workdir={workdir}", f"--out={ev.out}", *flags],
@@ -146,6 +150,10 @@ class InProcessRunner:
         if summary.get("stopped_early"):
             raise RunFailed(f"training stopped early at step {summary['step']} "
                             f"(preempted or out of time)")
+
+    def fit_actions(self, workdir: str) -> None:
+        from genie_jax.actions_fit import FitSettings, fit
+        fit(workdir, FitSettings(), log=lambda m: None)
 
     def evaluate(self, workdir: str, ev: EvalPlan) -> None:
         from genie_jax.evaluation import evaluate, write_outputs
@@ -274,6 +282,11 @@ def _run_one(run: RunPlan, runner, tag: str, log) -> None:
             raise RunFailed(f"training ended before step {run.total_steps} "
                             f"(see {run.workdir}/summary.json)")
     seconds["train"] = round(time.perf_counter() - t0, 1)
+    if run.fit_actions and not os.path.exists(os.path.join(run.workdir, "action_map.json")):
+        t1 = time.perf_counter()
+        log(f"{tag}: actions fit")
+        runner.fit_actions(run.workdir)
+        seconds["actions_fit"] = round(time.perf_counter() - t1, 1)
     for ev in run.evals:
         if os.path.exists(os.path.join(ev.out, "eval.json")):
             continue

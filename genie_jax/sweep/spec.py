@@ -47,6 +47,9 @@ class SweepSpec:
     eval_grid: list[tuple[str, list[str]]] = dataclasses.field(default_factory=list)
     # grid points left out: each entry {key: value, ...} drops the points having all of them
     exclude: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    # `genie-jax actions fit` before evaluating a run with a LAM, so that its evaluation also
+    # drives rollouts by the clips' true actions (eval.json `true_actions`)
+    fit_actions: bool = False
 
     def to_json(self) -> dict:
         return {"version": VERSION, "config": self.config,
@@ -54,7 +57,7 @@ class SweepSpec:
                 "fixed": [[k, v] for k, v in self.fixed], "upstream": dict(self.upstream),
                 "evaluate": self.evaluate, "eval_settings": dict(self.eval_settings),
                 "eval_grid": [[k, list(v)] for k, v in self.eval_grid],
-                "exclude": [dict(e) for e in self.exclude]}
+                "exclude": [dict(e) for e in self.exclude], "fit_actions": self.fit_actions}
 
     @classmethod
     def from_json(cls, d: dict) -> "SweepSpec":
@@ -63,7 +66,8 @@ class SweepSpec:
                    upstream=dict(d.get("upstream", {})), evaluate=bool(d.get("evaluate", True)),
                    eval_settings=dict(d.get("eval_settings", {})),
                    eval_grid=[(k, list(v)) for k, v in d.get("eval_grid", [])],
-                   exclude=[dict(e) for e in d.get("exclude", [])])
+                   exclude=[dict(e) for e in d.get("exclude", [])],
+                   fit_actions=bool(d.get("fit_actions", False)))
 
 
 def parse_axis(text: str, flag: str = "--grid") -> tuple[str, list[str]]:
@@ -232,6 +236,7 @@ class RunPlan:
     total_steps: int
     upstream: list[UpstreamPlan]
     evals: list[EvalPlan]
+    fit_actions: bool = False       # `genie-jax actions fit` before the evaluations
 
 
 @dataclasses.dataclass
@@ -394,8 +399,9 @@ def build_plan(spec: SweepSpec, root: str) -> Plan:
                         [slug(k, v) for k, v in epoint.items()])
                     evals.append(EvalPlan(ename, os.path.join(workdir, ename), epoint,
                                           {**spec.eval_settings, **epoint}))
+            fit = bool(evals) and spec.fit_actions and str(cfg.lam.mode) != "true_actions"
             runs.append(RunPlan(name, variant, seed, point, workdir, stage, cfg_spec, over,
-                                int(cfg.train.steps), needs, evals))
+                                int(cfg.train.steps), needs, evals, fit))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise UserError("two grid points got the same run name; use distinct values")
