@@ -128,6 +128,7 @@ def get_base(size: str) -> ml_collections.ConfigDict:
     c.train.eval_every = sched["eval_every"]
     c.train.eval_batches = sched["eval_batches"]
     c.train.max_minutes = 0.0      # > 0: save and stop after this much wall time
+    c.train.microbatches = 1       # gradient accumulation: the batch in this many equal slices
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = sched["checkpoint_every"]
