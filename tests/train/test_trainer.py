@@ -178,3 +178,15 @@ def test_microbatches_must_split_the_batch():
     c.train.microbatches = 3  # batch 8
     with pytest.raises(UserError, match="train.microbatches=3"):
         build_engine(c)
+
+
+def test_bf16_compute_keeps_f32_params_and_optimizer_state(tmp_path):
+    c = _cfg_steps(steps=4, log_every=2, ck_every=4, eval_every=4)
+    c.model.dtype = "bfloat16"  # compute; model.param_dtype stays float32
+    engine = build_engine(c)
+    dtypes = {a.dtype for a in jax.tree.leaves(engine.abstract_state["params"])}
+    opt = {a.dtype for a in jax.tree.leaves(engine.abstract_state["opt_state"])
+           if a.dtype.kind == "f"}
+    assert dtypes == opt == {np.dtype("float32")}
+    summary = train(c, str(tmp_path / "bf16"))
+    assert summary["step"] == 4 and np.isfinite(summary["eval"]["psnr"])
