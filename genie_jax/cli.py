@@ -4,6 +4,7 @@
       [--config.train.steps=500 ...] [--coordinator_address=host:port --num_processes=N --process_id=I]
   genie-jax eval --workdir=runs/dyn [--out=DIR --episodes=N --rollout_frames=T --seed=S]
   genie-jax sample --workdir=runs/dyn --out=FILE.gif|.mp4 (--actions=0,3,1 | --from_clip=EPISODE)
+  genie-jax play --workdir=runs/dyn [--port=8000 --host=127.0.0.1 --prompt=random|EPISODE|FILE]
   genie-jax data ...     (dataset tooling; see `genie-jax data --help`)
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ commands:
   train   train the stage named by --config (resumes from --workdir)
   eval    held-out metrics of a dynamics run (PSNR/SSIM, delta-PSNR, codebook usage, NMI)
   sample  roll a dynamics run out into a GIF/MP4 (given or LAM-inferred latent actions)
+  play    play a dynamics run in the browser (keys -> actions, one model step per press)
   data    convert videos / generate game datasets (genie-jax data --help)
 """
 
@@ -38,7 +40,7 @@ def run(argv: list[str] | None = None) -> None:
         from genie_jax.commands import train_cmd
         train_cmd.run([argv[0]] + rest)
         return
-    if command in ("eval", "sample"):
+    if command in ("eval", "sample", "play"):
         import importlib
         mod = importlib.import_module(f"genie_jax.commands.{command}_cmd")
         mod.run([argv[0]] + rest)
