@@ -1,11 +1,12 @@
 // genie-jax play: keys -> one model step per press over a WebSocket; frames drawn upscaled.
 // window.playStats exposes what the page measured (the browser test reads it):
 //   keyToFrameMs: per step, ms from keydown (performance.now) to the new frame painted
-//   frames: frames shown; errors: error messages shown; gallery: frames in the last gallery
+//   frames: frames shown; errors: error messages shown; gallery: frames in the last gallery;
+//   galleryMs: server time of each gallery (one batched step over every action)
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const stats = { keyToFrameMs: [], frames: 0, errors: [], gallery: 0, galleryStep: -1,
+const stats = { keyToFrameMs: [], galleryMs: [], frames: 0, errors: [], gallery: 0, galleryStep: -1,
                 step: 0, session: null, ready: false, frameSeq: 0 };
 window.playStats = stats;
 
@@ -111,6 +112,7 @@ function showGallery(msg) {
   }
   stats.gallery = msg.frames.length;
   stats.galleryStep = msg.step;
+  stats.galleryMs.push(msg.ms);
   $("gallery-ms").textContent = `(one batched step over ${msg.frames.length} actions: ${fmt(msg.ms)} ms)`;
 }
 
