@@ -26,6 +26,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run")
 _OUT = flags.DEFINE_string("out", "bench_results/play.json", "where to write the JSON")
 _PRESSES = flags.DEFINE_integer("presses", 30, "key presses per pass")
 _SHOT = flags.DEFINE_string("screenshot", "", "save a PNG of the page here (e.g. docs/play.png)")
+_SHOT_AFTER = flags.DEFINE_integer("screenshot_after", 4, "presses before the screenshot")
 _FLAGS = flags.DEFINE_list("play_flags", [], "extra `genie-jax play` flags, e.g. --seed=1")
 
 
@@ -50,10 +51,10 @@ def main(argv):
         for i in range(_PRESSES.value):          # paced, gallery on
             page.press(keys[i % len(keys)])
             page.gallery()
+            if _SHOT.value and i + 1 == _SHOT_AFTER.value:
+                driver.save_screenshot(_SHOT.value)
         s = page.stats()
-        paced, gallery_ms = s["keyToFrameMs"], s["galleryMs"][1:]
-        if _SHOT.value:
-            driver.save_screenshot(_SHOT.value)
+        paced, gallery_ms, step_ms = s["keyToFrameMs"], s["galleryMs"][1:], s["stepMs"]
         driver.find_element("id", "show-gallery").click()
         n = len(paced)
         for i in range(_PRESSES.value):          # back to back, gallery off
@@ -67,6 +68,7 @@ def main(argv):
         stop_server(proc)
     result = {"workdir": _WORKDIR.value, "startup": lines[-2:], "browser_errors": errors,
               "paced_gallery_on": latency_summary(paced),
+              "model_step_paced": latency_summary(step_ms),
               "gallery_batched_step": latency_summary(gallery_ms),
               "back_to_back_gallery_off": latency_summary(burst)}
     write_text(_OUT.value, json.dumps(result, indent=1))

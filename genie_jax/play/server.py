@@ -115,7 +115,7 @@ class PlayServer:
                 "gallery_names": [am.name_of(a) for a in range(e.num_actions)],
                 "image_size": list(e.image_size), "channels": e.channels,
                 "max_frames": int(e.wm.max_frames), "idle_timeout": self.settings.idle_timeout,
-                "random_prompts": self.clips is not None}
+                "random_prompts": self.clips is not None, "max_upload_bytes": MAX_UPLOAD_BYTES}
 
     def _frame_msg(self, session: PlaySession, frame: np.ndarray, rid, action=None) -> dict:
         return {"type": "frame", "id": rid, "frame": png_data_url(frame), "action": action,

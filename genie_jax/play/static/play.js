@@ -2,14 +2,17 @@
 // window.playStats exposes what the page measured (the browser test reads it):
 //   keyToFrameMs: per step, ms from keydown (performance.now) to the new frame painted
 //   frames: frames shown; errors: error messages shown; gallery: frames in the last gallery;
-//   galleryMs: server time of each gallery (one batched step over every action)
+//   stepMs: server time of the WorldModel.step of each key press; galleryMs: server time of each
+//   gallery (one batched step over every action)
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const stats = { keyToFrameMs: [], galleryMs: [], frames: 0, errors: [], gallery: 0, galleryStep: -1,
+const stats = { keyToFrameMs: [], stepMs: [], galleryMs: [], frames: 0, errors: [], gallery: 0, galleryStep: -1,
                 step: 0, session: null, ready: false, frameSeq: 0 };
 window.playStats = stats;
 
+const GALLERY_PAUSE_MS = 150;
+let galleryTimer = null;
 let hello = null;
 let nextId = 1;
 const pending = new Map();   // request id -> {t0: keydown time, action}
@@ -40,6 +43,7 @@ function showError(text) {
 
 function step(action, t0) {
   $("error").textContent = "";
+  clearTimeout(galleryTimer);
   const id = send({ type: "step", action });
   if (id === null) return;
   pending.set(id, { t0, action });
@@ -55,8 +59,12 @@ function highlight(action) {
 }
 
 function requestGallery() {
-  // Only when no step is waiting: the gallery is a preview and must not delay a key press.
-  if ($("show-gallery").checked && inFlightSteps === 0) send({ type: "gallery" });
+  // The gallery is a preview: asked for only after a short pause with no step waiting, so that
+  // quick presses do not queue behind it (a press made while it computes still waits for it).
+  clearTimeout(galleryTimer);
+  galleryTimer = setTimeout(() => {
+    if ($("show-gallery").checked && inFlightSteps === 0) send({ type: "gallery" });
+  }, GALLERY_PAUSE_MS);
 }
 
 function afterPaint(cb) {
@@ -85,6 +93,7 @@ async function showFrame(msg) {
     stats.frameSeq++;
   });
   stats.step = msg.step;
+  if (req && req.t0 !== null && msg.step_ms !== null) stats.stepMs.push(msg.step_ms);
   $("step").textContent = msg.step;
   $("step-ms").textContent = msg.step_ms === null ? "-" : `${fmt(msg.step_ms)} / ${fmt(msg.step_ms_p50)} ms`;
   $("back").disabled = !msg.can_back;
@@ -122,6 +131,8 @@ function setUp(h) {
   $("workdir").textContent = h.workdir;
   const keysByControl = {};
   for (const [k, name] of Object.entries(h.keys)) (keysByControl[name] ||= []).push(k);
+  // JS objects list integer-like keys first; show arrows and letters before digit keys.
+  for (const ks of Object.values(keysByControl)) ks.sort((a, b) => /^\d$/.test(a) - /^\d$/.test(b));
   const keyName = (k) => ({ " ": "Space", ArrowLeft: "←", ArrowRight: "→", ArrowUp: "↑", ArrowDown: "↓" }[k] || k);
   const help = [];
   for (const c of h.controls) {
@@ -132,7 +143,7 @@ function setUp(h) {
     b.title = `latent action ${c.latent}`;
     b.addEventListener("click", () => step(c.name, performance.now()));
     $("controls").append(b);
-    if (ks.length) help.push(`${ks.join("/")} ${c.name}`);
+    if (ks.length) help.push(`${c.name}: ${ks.join(" ")}`);
   }
   $("keyhelp").textContent = help.join(", ");
   $("download-gif").href = `/session/${h.session}/download.gif`;
@@ -179,7 +190,11 @@ $("back").addEventListener("click", () => {
 $("upload").addEventListener("change", async (ev) => {
   const file = ev.target.files[0];
   if (!file) return;
-  if (ws.readyState === WebSocket.OPEN) ws.send(await file.arrayBuffer());
+  if (hello && file.size > hello.max_upload_bytes) {
+    showError(`${file.name}: ${(file.size / 1e6).toFixed(1)} MB is too large (at most ${hello.max_upload_bytes / 1e6} MB)`);
+  } else if (ws.readyState === WebSocket.OPEN) {
+    ws.send(await file.arrayBuffer());
+  }
   ev.target.value = "";
 });
 $("show-gallery").addEventListener("change", () => {
