@@ -22,7 +22,8 @@ _HOST = flags.DEFINE_string("host", "127.0.0.1",
 _PROMPT = flags.DEFINE_string("prompt", "random",
                               "first prompt: 'random' (a held-out clip), a held-out episode "
                               "number, a PNG/JPEG (resized), or a .npy of uint8 frames [T,H,W,C]")
-_SPLIT = flags.DEFINE_string("split", "test", "held-out split random prompts come from")
+_SPLIT = flags.DEFINE_string("split", "test", "held-out split random prompts come from "
+                             "(default: 'test', or 'val' where 'test' has no usable episode)")
 _PROMPT_FRAMES = flags.DEFINE_integer("prompt_frames", 1, "frames in a held-out prompt clip")
 _STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
 _TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
@@ -71,7 +72,7 @@ def main(argv):
 
     from genie_jax.action_map import load_action_map
     from genie_jax.evaluation import load_world_model
-    from genie_jax.play.prompts import HeldOutClips, file_prompt
+    from genie_jax.play.prompts import file_prompt, open_clips
     from genie_jax.play.server import PlayServer, PlaySettings
     from genie_jax.play.session import PlayEngine
 
@@ -85,7 +86,8 @@ def main(argv):
     if prompt not in ("random", "") and not prompt.isdigit():
         settings.prompt_frames = file_prompt(prompt, engine.image_size, engine.channels)
     try:
-        clips = HeldOutClips(wm.config, _SPLIT.value, _PROMPT_FRAMES.value)
+        splits = [_SPLIT.value] if flags.FLAGS["split"].present else ["test", "val"]
+        clips = open_clips(wm.config, splits, _PROMPT_FRAMES.value)
     except UserError as e:
         if settings.prompt_frames is None:
             raise

@@ -109,3 +109,15 @@ class HeldOutClips:
         end = start + self.length - 1
         frames = f"frame {start}" if self.length == 1 else f"frames {start}-{end}"
         return np.asarray(w["frames"], np.uint8), f"{self.split} episode {episode}, {frames}"
+
+
+def open_clips(config, splits, length: int) -> HeldOutClips:
+    """HeldOutClips of the first of `splits` that opens and has an episode long enough (a small
+    converted dataset may have an empty 'test' split); else a UserError naming each reason."""
+    reasons = []
+    for split in splits:
+        try:
+            return HeldOutClips(config, split, length)
+        except UserError as e:
+            reasons.append(str(e))
+    raise UserError("no held-out prompts: " + "; ".join(reasons))

@@ -32,3 +32,22 @@ def test_bad_prompt_and_flags(fake_dyn, tmp_path):
                             check=False), "episode 999")
     _one_line_error(run_cli(["play", f"--workdir={fake_dyn}", "--split=train"], check=False),
                     "must not be 'train'")
+
+
+def test_prints_url_binds_localhost_and_stops_on_ctrl_c(fake_dyn):
+    import signal
+    import urllib.request
+
+    from genie_jax.play.browser import start_server, stop_server
+    proc, url, lines = start_server(fake_dyn)
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        assert "press Ctrl+C to stop" in lines[-1]
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert r.status == 200 and b"genie-jax play" in r.read()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "genie-jax play: stopped" in out
+        assert "Traceback" not in out
+    finally:
+        stop_server(proc)

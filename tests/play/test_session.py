@@ -66,3 +66,42 @@ def test_step_back_and_bounded_history(greedy_engine, clips):
     video = s.video()
     assert video.shape[0] == 4 and video.dtype == np.uint8  # 3 frames that left + current
     assert s.latency()["step_ms"] > 0 and s.latency()["step_ms_p50"] > 0
+
+
+def test_converted_video_run_plays_from_its_val_split(fake_dyn, tmp_path):
+    """A run on an on-disk dataset (as `genie-jax data convert` writes) whose 'test' split is
+    empty: prompts come from 'val', and the world steps and makes its gallery."""
+    import os
+
+    from genie_jax.action_map import load_action_map
+    from genie_jax.data import shards
+    from genie_jax.evaluation import load_world_model
+    from genie_jax.play.prompts import open_clips
+    from genie_jax.play.session import PlayEngine
+    from tests.stages.helpers import save_fake_run, test_config
+    data = str(tmp_path / "video")
+    w = shards.UnitWriter(os.path.join(data, shards.STAGING_DIR), "u0", (16, 16, 3),
+                          fractions=shards.parse_fractions("0,1,0"), record_frames=4)
+    rng = np.random.default_rng(0)
+    w.begin_episode(dict(source="clip.mp4", seed=0, fps=15.0))
+    w.add(rng.integers(0, 256, (9, 16, 16, 3), dtype=np.uint8), np.full(9, -1, np.int32))
+    w.end_episode()
+    w.commit()
+    shards.finalize(data)
+    root = os.path.dirname(fake_dyn)
+    cfg = test_config("dynamics", f"size=test,tokenizer={root}/tok,lam={root}/lam")
+    cfg.data.source, cfg.data.dir = "arrayrecord", data
+    dyn = str(tmp_path / "dyn")
+    save_fake_run(dyn, cfg)
+    wm = load_world_model(dyn)
+    clips = open_clips(wm.config, ["test", "val"], 2)
+    assert clips.split == "val"
+    with pytest.raises(UserError, match="no held-out prompts: .*'test'"):
+        open_clips(wm.config, ["test"], 2)
+    engine = PlayEngine(wm, load_action_map(dyn, int(wm.dynamics.num_actions)))
+    s = PlaySession(engine, seed=0)
+    frames, info = clips.clip(np.random.default_rng(0))
+    s.reset(frames, info)
+    assert info.startswith("val episode 0, frames ")
+    assert s.step(2, "2").shape == (16, 16, 3)
+    assert s.gallery().shape == (6, 16, 16, 3)
