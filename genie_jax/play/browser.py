@@ -4,6 +4,7 @@ experiments/bench_play.py. Nothing here downloads a browser or a driver.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -22,9 +23,7 @@ def browser_missing() -> str | None:
         if shutil.which(exe) is None:
             return (f"{exe} is not on PATH: `make browser` (apt-get install chromium "
                     "chromium-driver) installs it")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         return "selenium is not installed (pip install -e '.[test]')"
     return None
 

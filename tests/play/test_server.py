@@ -73,6 +73,8 @@ def test_protocol_and_bad_input(greedy_engine, clips):
         body = await gif.read()
         assert gif.status == 200 and body[:6] == b"GIF89a"
         assert Image.open(io.BytesIO(body)).n_frames == 2
+        mp4 = await client.get(f"/session/{hello['session']}/download.mp4")
+        assert mp4.status == 200 and (await mp4.read())[4:8] == b"ftyp"
         assert (await client.get("/session/nope/download.gif")).status == 404
         await ws.close()
     _serve(greedy_engine, clips, test)
@@ -80,7 +82,7 @@ def test_protocol_and_bad_input(greedy_engine, clips):
 
 def test_tabs_have_their_own_worlds(greedy_engine, clips):
     async def test(client, server):
-        (a, ha, fa), (b, hb, fb) = await _open(client), await _open(client)
+        (a, ha, _), (b, hb, fb) = await _open(client), await _open(client)
         assert ha["session"] != hb["session"] and len(server.sessions) == 2
         for act in ("1", "2", "3"):
             assert (await _ask(a, {"type": "step", "action": act}))["step"] > 0
