@@ -109,3 +109,31 @@ def test_idle_sessions_are_dropped_and_sessions_are_capped(greedy_engine, clips)
         assert server.sessions == {}
         assert (await client.get(f"/session/{hello['session']}/download.gif")).status == 404
     _serve(greedy_engine, clips, test, idle_timeout=1.0, max_sessions=1)
+
+
+def test_named_controls_from_an_action_map(greedy_engine, clips):
+    """A fitted action map: the page gets control names and keys, steps by name, and the
+    gallery labels each latent action by the control(s) mapped to it."""
+    from genie_jax.action_map import ActionMap, default_keys
+    from genie_jax.play.session import PlayEngine
+    names = ("LEFT", "RIGHT", "UP", "NOOP")
+    amap = ActionMap(names=names, latent=(3, 1, 1, 0), keys=default_keys(names), source="fit",
+                     num_actions=6)
+    engine = PlayEngine(greedy_engine.wm, amap)
+
+    async def test(client, server):
+        ws, hello, _ = await _open(client)
+        assert [c["name"] for c in hello["controls"]] == list(names)
+        assert hello["keys"]["ArrowLeft"] == "LEFT" and hello["keys"]["ArrowUp"] == "UP"
+        step = await _ask(ws, {"type": "step", "action": "left"})
+        assert step["type"] == "frame" and step["action"] == "LEFT"
+        gallery = await _ask(ws, {"type": "gallery"})
+        assert [g["name"] for g in gallery["frames"]] == ["NOOP", "RIGHT/UP", "2", "LEFT", "4",
+                                                          "5"]
+        # LEFT is latent 3: its frame is the gallery's frame for latent 3 (greedy sampling).
+        await _ask(ws, {"type": "back"})
+        gallery0 = await _ask(ws, {"type": "gallery"})
+        again = await _ask(ws, {"type": "step", "action": "LEFT"})
+        assert again["frame"] == gallery0["frames"][3]["frame"]
+        await ws.close()
+    _serve(engine, clips, test)
