@@ -40,6 +40,7 @@ _NAME_KEYS = {
 _LATENT_KEYS = (("ArrowLeft", "a"), ("ArrowRight", "d"), ("ArrowUp", "w"), ("ArrowDown", "s"),
                 (" ",))
 _INT = re.compile(r"^[0-9]+$")
+_SIGNED_INT = re.compile(r"^[-+]?[0-9]+$")
 
 
 def default_keys(names, latent_ids: bool = False) -> dict[str, str]:
@@ -86,21 +87,31 @@ class ActionMap:
             raise UserError("no actions given; use comma-separated names "
                             f"({', '.join(self.names)}) or latent ids 0..{self.num_actions - 1}")
         by_name = {n.upper(): a for n, a in zip(self.names, self.latent)}
-        ids = []
+        ids, unknown, outside = [], [], []
         for p in parts:
             if not p:
                 raise UserError(f"empty action in {text!r}")
             if p.upper() in by_name:
                 ids.append(by_name[p.upper()])
-            elif _INT.match(p):
-                a = int(p)
-                if not 0 <= a < self.num_actions:
-                    raise UserError(f"latent action id {a} is outside [0, {self.num_actions}): "
-                                    f"this run has {self.num_actions} latent actions")
-                ids.append(a)
+            elif _SIGNED_INT.match(p):
+                ids.append(int(p))
+                if not 0 <= ids[-1] < self.num_actions:
+                    outside.append(ids[-1])
             else:
-                raise UserError(f"unknown action {p!r}; known: {', '.join(self.names)} "
-                                f"(or latent ids 0..{self.num_actions - 1})")
+                unknown.append(p)
+        if unknown and self.source == "latent":
+            raise UserError(f"unknown action{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}: this run has numbered latent "
+                            f"actions, given as comma-separated integers 0..{self.num_actions - 1} "
+                            "(`genie-jax actions fit` names them after the game's controls)")
+        if unknown:
+            raise UserError(f"unknown action{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}; known: {', '.join(self.names)} "
+                            f"(or latent ids 0..{self.num_actions - 1})")
+        if outside:
+            raise UserError(f"latent action ids {sorted(set(outside))} outside "
+                            f"[0, {self.num_actions}): this run has {self.num_actions} latent "
+                            "actions (model.num_actions)")
         return ids
 
     def name_of(self, latent_id: int) -> str:

@@ -25,6 +25,11 @@ def test_numbered_latent_actions_without_a_file(tmp_path):
     assert {m.keys[str(d)] for d in range(6)} == set(m.names)  # digit d -> latent d
     assert "6" not in m.keys
     assert m.parse("0,3, 5") == [0, 3, 5] and m.name_of(4) == "4"
+    with pytest.raises(UserError, match="numbered latent actions, given as comma-separated "
+                       "integers 0..5"):
+        m.parse("0,RIGHT")
+    with pytest.raises(UserError, match=r"ids \[-1\] outside \[0, 6\)"):
+        m.parse("-1")
 
 
 def test_parse_names_case_insensitive_and_raw_ids():
@@ -33,8 +38,10 @@ def test_parse_names_case_insensitive_and_raw_ids():
     assert m.parse("left+up,noop,4") == [3, 0, 4]
     with pytest.raises(UserError, match=r"unknown action 'JUMP'; known: LEFT, LEFT\+UP, NOOP"):
         m.parse("RIGHT,JUMP")
-    with pytest.raises(UserError, match=r"6 is outside \[0, 6\)"):
-        m.parse("6")
+    with pytest.raises(UserError, match=r"ids \[6, 9\] outside \[0, 6\)"):
+        m.parse("9,6,UP,6")
+    with pytest.raises(UserError, match=r"unknown actions 'JUMP', 'fly'; known"):
+        m.parse("JUMP,RIGHT,fly")
     with pytest.raises(UserError, match="no actions given"):
         m.parse(" ")
     with pytest.raises(UserError, match="empty action"):
