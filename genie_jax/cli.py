@@ -5,6 +5,7 @@
   genie-jax eval --workdir=runs/dyn [--out=DIR --episodes=N --rollout_frames=T --seed=S]
   genie-jax sample --workdir=runs/dyn --out=FILE.gif|.mp4 (--actions=0,3,1 | --from_clip=EPISODE)
   genie-jax actions fit --workdir=runs/dyn [--data=DIR --split=val --eval_split=test]
+  genie-jax play --workdir=runs/dyn [--port=8000 --host=127.0.0.1 --prompt=random|EPISODE|FILE]
   genie-jax sweep --config=FILE[:knobs] --grid=KEY=V1,V2 [--seeds=N] --root=DIR [--shard=I/N]
   genie-jax sweep report --root=DIR
   genie-jax data ...     (dataset tooling; see `genie-jax data --help`)
@@ -20,6 +21,7 @@ commands:
   eval    held-out metrics of a dynamics run (PSNR/SSIM, delta-PSNR, codebook usage, NMI)
   sample  roll a dynamics run out into a GIF/MP4 (given or LAM-inferred latent actions)
   actions name a run's latent actions after the game's controls (actions fit | actions show)
+  play    play a dynamics run in the browser (keys -> actions, one model step per press)
   sweep   a grid of runs over config keys and seeds, resumable and shardable (sweep report:
           mean/std over seeds, differences from a baseline, learning curves)
   data    convert videos / generate game datasets (genie-jax data --help)
@@ -44,7 +46,7 @@ def run(argv: list[str] | None = None) -> None:
         from genie_jax.commands import train_cmd
         train_cmd.run([argv[0]] + rest)
         return
-    if command in ("eval", "sample", "actions", "sweep"):
+    if command in ("eval", "sample", "actions", "play", "sweep"):
         import importlib
         mod = importlib.import_module(f"genie_jax.commands.{command}_cmd")
         mod.run([argv[0]] + rest)

@@ -216,10 +216,18 @@ def _check_settings(s: EvalSettings) -> None:
 
 
 def open_heldout(cfg, split: str):
-    from genie_jax.data.sources import open_episode_source
     if split == "train":
         raise UserError("held-out data only: the split must not be 'train'")
+    return open_split(cfg, split)
+
+
+def open_split(cfg, split: str, data_dir: str | None = None):
+    """`split` of the run's data (or of the ArrayRecord dataset `data_dir`), errors in one line."""
+    from genie_jax.data.sources import open_episode_source
     try:
+        if data_dir:
+            from genie_jax.data.shards import open_source
+            return open_source(data_dir, split)
         return open_episode_source(cfg.data, split)
     except UserError:
         raise

@@ -44,19 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         model=base.video_vq_model(base.LAM[size], image_size=tok.get_oneway_ref("image_size"))))
 
     shape = base.DYNAMICS[size]
-    c.model = ml_collections.ConfigDict(dict(
-        num_codes=tok.get_oneway_ref("num_codes"),
-        num_actions=c.lam.model.get_oneway_ref("num_codes"),
-        image_size=tok.get_oneway_ref("image_size"), patch_size=tok.get_oneway_ref("patch_size"),
-        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"], mlp_ratio=4.0,
-        dropout=0.0, max_frames=shape["max_frames"], action_mode=knobs.action_mode,
-        dtype="float32", param_dtype="float32", remat=False,
-        attention_impl=ml_collections.FieldReference(None, field_type=str)))
+    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode)
     if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
         c.model.num_actions = base.TRUE_ACTIONS["procedural"]
-    c.loss = ml_collections.ConfigDict(dict(
-        mask_min=0.5, mask_max=1.0, lam_weight=1.0, lam_vq_weight=1.0,
-        restart_dead_after=base.SCHEDULE[size]["restart_dead_after"]))
+    c.loss = base.dynamics_loss(base.SCHEDULE[size]["restart_dead_after"])
     c.sampling = ml_collections.ConfigDict(dict(
         steps={"test": 4, "tiny": 8, "coinrun": 25}[size],
         temperature=2.0 if size == "coinrun" else 1.0, schedule="cosine",
