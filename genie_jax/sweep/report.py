@@ -151,7 +151,7 @@ def markdown(rows, metrics, baseline, spec, n_done, n_expected, root) -> str:
     lines = [f"# Sweep report: {root}", "",
              f"config `{spec.config}`; grid " + "; ".join(f"`{k}` = {', '.join(v)}"
                                                       for k, v in spec.grid)
-             + (f"; eval-only " + "; ".join(f"`{k}` = {', '.join(v)}" for k, v in spec.eval_grid)
+             + ("; eval-only " + "; ".join(f"`{k}` = {', '.join(v)}" for k, v in spec.eval_grid)
                 if spec.eval_grid else "")
              + f"; seeds {spec.seeds}.",
              f"{n_done} of {n_expected} runs finished. Cells: mean ± std over seeds "
