@@ -86,11 +86,17 @@ class WorldModel:
 
     # ---- traced ----------------------------------------------------------------------------
     def _kv_cache(self, params, tokens_BMN, actions_BA):
-        """Context pass over the buffer: the temporal keys/values of every layer (the logits
-        head is dead code here and XLA drops it)."""
-        _, cache = self.dynamics.apply({"params": params["dynamics"]}, tokens_BMN, actions_BA,
-                                       fill_kv_cache=True, mutable=["kv_cache"])
-        return cache["kv_cache"]
+        """Context pass: the temporal keys/values of every layer for buffer slots 0..M-2 (the
+        logits head is dead code here and XLA drops it). The frame being made is at most slot
+        M-1 and its own pass writes that slot, so the last slot is left out of the pass (1/M of
+        its cost) and padded with zeros; causality keeps slots < M-1 exactly as a pass over the
+        whole buffer would make them."""
+        M = tokens_BMN.shape[1]
+        _, cache = self.dynamics.apply({"params": params["dynamics"]}, tokens_BMN[:, :M - 1],
+                                       actions_BA[:, :M - 2], fill_kv_cache=True,
+                                       mutable=["kv_cache"])
+        return jax.tree.map(lambda a: jnp.pad(a, [(0, 0), (0, 1)] + [(0, 0)] * (a.ndim - 2)),
+                            cache["kv_cache"])
 
     def _full_logits(self, params, tokens_BMN, frame_BN, actions_BA, t):
         buf = jax.lax.dynamic_update_slice(tokens_BMN, frame_BN[:, None], (0, t, 0))
