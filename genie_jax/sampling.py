@@ -17,6 +17,15 @@ dynamics is causal in time, so buffer slots after it do not matter), and decodes
 the tokenizer. When the buffer is full it slides by one frame first. So `step` compiles once
 (`trace_count` counts its traces) whatever the number of steps.
 
+Rolling cache (dynamics with `model.temporal_pos='rope'`, the default there): the temporal
+keys/values live in the state as well ('kv', batch first) and survive the slide: a full buffer
+rolls them by one slot with the tokens, the frame being made is written into the last slot, and
+one commit pass stores the finished frame's keys/values. A step then costs about (steps + 1)
+frame-passes whatever the buffer length. Its meaning is a causal pass over the whole video in
+which each frame attends to the `max_frames` latest frames (`Dynamics(temporal_window=M)`):
+frames that left the buffer still shaped the cached ones. Learned absolute positions cannot
+do this (every slide moves every frame), so they keep the context pass.
+
 MaskGIT decoding (genie_jax/models/maskgit.py): every token of the new frame starts masked and
 `steps` steps unmask it by confidence. Reproducible: the rng lives in the state.
 """
@@ -35,9 +44,12 @@ from genie_jax.stages.dynamics import DynamicsStage, encode_tokens, lam_actions
 class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
                  temperature: float | None = None, schedule: str | None = None,
-                 max_frames: int | None = None, kv_cache: bool = True):
+                 max_frames: int | None = None, kv_cache: bool = True,
+                 rolling_cache: bool | None = None):
         """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
-        kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference)."""
+        kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference).
+        rolling_cache: keep the KV cache across steps (module docstring); default: on for a
+        dynamics with rotary temporal positions, which it needs."""
         self.kv_cache = bool(kv_cache)
         self.config = config
         stage = DynamicsStage(config)
@@ -60,6 +72,11 @@ class WorldModel:
             raise UserError(f"sampling steps must be >= 1; got {self.steps}")
         self.max_frames = M
         self.N = self.dynamics.tokens_per_frame
+        rope = getattr(self.dynamics, "temporal_pos", "learned") == "rope"
+        if rolling_cache and not rope:
+            raise UserError("rolling_cache needs a dynamics model with model.temporal_pos='rope' "
+                            "(learned absolute positions move with every slide of the buffer)")
+        self.rolling = bool(rope and self.kv_cache if rolling_cache is None else rolling_cache)
         self.trace_count = 0
         self._step = jax.jit(self._step_impl)
         self._reset = jax.jit(self._reset_impl)
@@ -126,8 +143,14 @@ class WorldModel:
                                jnp.concatenate([frames_BTHWC, pad], axis=1))  # causal: pad unseen
         tokens = tokens.at[:, T0:].set(mask_id).astype(jnp.int32)
         actions = jnp.full((B, M - 1), -1, jnp.int32).at[:, :T0 - 1].set(actions_BA)
-        return {"tokens": tokens, "actions": actions, "length": jnp.asarray(T0, jnp.int32),
-                "rng": rng}
+        state = {"tokens": tokens, "actions": actions, "length": jnp.asarray(T0, jnp.int32),
+                 "rng": rng}
+        if self.rolling:  # slots >= T0 hold masked frames: never seen (masked, then overwritten)
+            _, cache = self.dynamics.apply({"params": params["dynamics"]}, tokens, actions,
+                                           fill_kv_cache=True, mutable=["kv_cache"])
+            state["kv"] = jax.tree.map(lambda a: a.reshape(B, -1, *a.shape[1:]),
+                                       cache["kv_cache"])
+        return state
 
     def _step_impl(self, params, state, action_B):
         self.trace_count += 1  # Python side effect: runs once per trace (compile)
@@ -142,9 +165,15 @@ class WorldModel:
         tokens = jax.lax.dynamic_update_slice(
             tokens, jnp.full((tokens.shape[0], 1, self.N), mask_id, jnp.int32), (0, t, 0))
         rng, r_step = jax.random.split(state["rng"])
+        B = tokens.shape[0]
         # Frames < t are fixed during the MaskGIT steps: one context pass caches their temporal
-        # keys/values, then each step runs the transformer on frame t alone.
-        if self.kv_cache:
+        # keys/values (or the rolling cache has them), then each step runs frame t alone.
+        if self.rolling:
+            kv_cache = jax.tree.map(  # [B, N', M, K, E] -> [B*N', M, K, E], slid with the buffer
+                lambda a: jnp.where(full, jnp.roll(a, -1, axis=2), a).reshape(-1, *a.shape[2:]),
+                state["kv"])
+            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t)  # noqa: E731
+        elif self.kv_cache:
             kv_cache = self._kv_cache(params, tokens, actions)
             logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t)  # noqa: E731
         else:  # reference path: the whole buffer at every MaskGIT step
@@ -154,7 +183,14 @@ class WorldModel:
                                         temperature=self.temperature, schedule=self.schedule)
         tokens = jax.lax.dynamic_update_slice(tokens, frame_BN[:, None], (0, t, 0))
         frame = self._decode_frame(params, tokens, t)
-        return frame, {"tokens": tokens, "actions": actions, "length": t + 1, "rng": rng}
+        new_state = {"tokens": tokens, "actions": actions, "length": t + 1, "rng": rng}
+        if self.rolling:  # commit pass: the finished frame's keys/values into slot t
+            _, cache = self.dynamics.apply(
+                {"params": params["dynamics"], "kv_cache": kv_cache}, frame_BN[:, None], actions,
+                kv_slot=t, mutable=["kv_cache"])
+            new_state["kv"] = jax.tree.map(lambda a: a.reshape(B, -1, *a.shape[1:]),
+                                           cache["kv_cache"])
+        return frame, new_state
 
     # ---- public ----------------------------------------------------------------------------
     def reset(self, prompt_frames, prompt_actions=None, seed: int = 0) -> dict:
