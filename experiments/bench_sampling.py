@@ -52,11 +52,14 @@ _KV = flags.DEFINE_list("kv_cache", ["true"], "true: temporal KV cache (default)
 _CODE = flags.DEFINE_string("code", HERE, "checkout whose genie_jax package is timed")
 _COMPARE = flags.DEFINE_list("compare", [], "other checkouts to time beside --code, each row in "
                              "its own subprocess (e.g. an untouched copy of the old code)")
+_POS = flags.DEFINE_list("temporal_pos", ["learned"], "dynamics temporal positions to time with "
+                         "--code (one row each): learned (absolute; the old code's only kind) "
+                         "and/or rope (rotary: the sampler keeps a rolling KV cache)")
 _WM_KW = flags.DEFINE_list("wm_kw", [], "extra WorldModel options for --code only, k=v "
                            "(v parsed as JSON, else a string)")
 
 
-def bench_config(size: str, resolution: int):
+def bench_config(size: str, resolution: int, temporal_pos: str = "learned"):
     if size == "cpu":  # the CPU CoinRun config that `make quickstart` trains
         from experiments.configs.dynamics_coinrun import get_config
         cfg = get_config()
@@ -73,6 +76,8 @@ def bench_config(size: str, resolution: int):
     cfg.data.resolution = resolution
     for m in (cfg.tokenizer.model, cfg.lam.model, cfg.model):
         m.image_size = (resolution, resolution)
+    if temporal_pos != "learned":
+        cfg.model.temporal_pos = temporal_pos
     return cfg
 
 
@@ -133,10 +138,10 @@ def parse_kw(items: list[str]) -> dict:
 
 
 def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps: int,
-               wm_kw: dict) -> dict:
+               wm_kw: dict, temporal_pos: str = "learned") -> dict:
     import jax
     import numpy as np
-    cfg = bench_config(size, _RES.value)
+    cfg = bench_config(size, _RES.value, temporal_pos)
     t0 = time.perf_counter()
     wm = random_world_model(cfg, _SEED.value, steps=maskgit_steps, temperature=_TEMP.value,
                             kv_cache=kv_cache, **wm_kw)
@@ -179,6 +184,7 @@ def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps
     n_tok = sum(x.size for x in jax.tree.leaves(wm.params["tokenizer"]))
     return {
         "size": size, "code": _CODE.value, "wm_kw": wm_kw, "kv_cache": kv_cache,
+        "temporal_pos": temporal_pos, "rolling_cache": bool(getattr(wm, "rolling", False)),
         "resolution": _RES.value, "batch": B, "prompt_frames": K,
         "maskgit_steps": wm.steps, "temperature": wm.temperature,
         "tokens_per_frame": wm.N, "buffer_frames": wm.max_frames,
@@ -204,7 +210,9 @@ def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps
 
 def describe(r: dict) -> str:
     code = os.path.basename(os.path.normpath(r["code"]))
-    kw = ",".join(f"{k}={v}" for k, v in r["wm_kw"].items())
+    kw = ",".join([f"{k}={v}" for k, v in r["wm_kw"].items()]
+                  + (["rope+rolling cache" if r.get("rolling_cache") else "rope"]
+                     if r.get("temporal_pos", "learned") != "learned" else []))
     return (f"[{r['size']} @{code}{' ' + kw if kw else ''}, kv_cache={r['kv_cache']}] "
             f"{r['tokens_per_frame']} tokens/frame, buffer {r['buffer_frames']}, "
             f"{r['maskgit_steps']} MaskGIT steps, batch {r['batch']}: step p50 "
@@ -230,7 +238,7 @@ def run_compare(argv_rest: list[str]) -> list[dict]:
                            f"--sizes={size}", f"--maskgit_steps={st}", f"--out={out}",
                            *argv_rest]
                     if root != _CODE.value:  # the old code may not know the new options
-                        cmd = [c for c in cmd if not c.startswith("--wm_kw")]
+                        cmd = [c for c in cmd if not c.startswith(("--wm_kw", "--temporal_pos"))]
                     subprocess.run(cmd, check=True)
                     with open(out) as f:
                         rows.extend(json.load(f)["runs"])
@@ -264,9 +272,10 @@ def main(argv):
         for size in _SIZES.value:
             for st in _MASKGIT.value:
                 for kv in modes:
-                    r = bench_size(size, counter, kv, int(st), parse_kw(_WM_KW.value))
-                    results["runs"].append(r)
-                    print(describe(r), flush=True)
+                    for pos in _POS.value:
+                        r = bench_size(size, counter, kv, int(st), parse_kw(_WM_KW.value), pos)
+                        results["runs"].append(r)
+                        print(describe(r), flush=True)
     sys.path.insert(0, HERE)
     from genie_jax.media import write_text
     write_text(_OUT.value, json.dumps(results, indent=2))
