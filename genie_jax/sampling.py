@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from genie_jax.errors import UserError
-from genie_jax.models.maskgit import mask_ratio, maskgit_decode_frame
+from genie_jax.models.maskgit import ORDERS, mask_ratio, maskgit_decode_frame
 from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.runs import Run, abstract_variables, stage_meta
 from genie_jax.stages.base import load_frozen
@@ -45,11 +45,12 @@ class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
                  temperature: float | None = None, schedule: str | None = None,
                  max_frames: int | None = None, kv_cache: bool = True,
-                 rolling_cache: bool | None = None):
+                 rolling_cache: bool | None = None, order: str | None = None):
         """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
         kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference).
         rolling_cache: keep the KV cache across steps (module docstring); default: on for a
-        dynamics with rotary temporal positions, which it needs."""
+        dynamics with rotary temporal positions, which it needs.
+        order: which tokens MaskGIT keeps per step, 'confidence' (default) or 'halton'."""
         self.kv_cache = bool(kv_cache)
         self.config = config
         stage = DynamicsStage(config)
@@ -63,6 +64,9 @@ class WorldModel:
                                  sc.get("temperature", 1.0))
         self.schedule = schedule or sc.get("schedule", "cosine")
         mask_ratio(self.schedule, 0.0)  # validates the name
+        self.order = order or sc.get("order", "confidence")
+        if self.order not in ORDERS:
+            raise UserError(f"sampling order must be one of {ORDERS}; got {self.order!r}")
         M = int(max_frames or sc.get("max_frames", 0) or config.data.num_frames)
         limit = min(self.dynamics.max_frames, self.tokenizer.max_frames)
         if not 2 <= M <= limit:
@@ -180,7 +184,8 @@ class WorldModel:
             logits_fn = lambda f: self._full_logits(params, tokens, f, actions, t)  # noqa: E731
         frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
                                         mask_id=mask_id, steps=self.steps,
-                                        temperature=self.temperature, schedule=self.schedule)
+                                        temperature=self.temperature, schedule=self.schedule,
+                                        order=self.order)
         tokens = jax.lax.dynamic_update_slice(tokens, frame_BN[:, None], (0, t, 0))
         frame = self._decode_frame(params, tokens, t)
         new_state = {"tokens": tokens, "actions": actions, "length": t + 1, "rng": rng}

@@ -122,3 +122,35 @@ def test_decode_matches_the_reference_loop_token_for_token():
                 logits_fn, B, N, r, mask_id=V, steps=steps, temperature=temperature,
                 schedule="cosine"))(r)
             np.testing.assert_array_equal(got, jax.jit(lambda r: reference(r, temperature))(r))
+
+
+@pytest.mark.parametrize("N", [16, 256, 12])
+def test_halton_rank_is_a_permutation_that_spreads_the_first_tokens(N):
+    from genie_jax.models.maskgit import halton_rank
+    rank = halton_rank(N)
+    assert sorted(rank.tolist()) == list(range(N))
+    if N == 256:  # the first 16 decoded tokens of a 16x16 grid fall in most of its 4x4 blocks
+        first = np.flatnonzero(rank < 16)  # (a raster order's first 16 touch only 4 of them)
+        blocks = {(n // 16 // 4, n % 16 // 4) for n in first}
+        assert len(blocks) >= 12
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_halton_order_decodes_in_rank_order(temperature):
+    from genie_jax.models.maskgit import halton_rank
+    B, N, V, steps = 2, 16, 5, 4
+    logits = jax.random.normal(jax.random.PRNGKey(0), (B, N, V))
+    seen = []
+
+    def logits_fn(frame_BN):
+        seen.append(frame_BN)
+        return logits
+
+    out = maskgit_decode_frame(logits_fn, B, N, jax.random.PRNGKey(1), mask_id=V, steps=steps,
+                               temperature=temperature, schedule="linear", order="halton")
+    assert int(out.max()) < V
+    if temperature == 0:
+        np.testing.assert_array_equal(out, jnp.argmax(logits, -1))
+    with pytest.raises(ValueError, match="order"):
+        maskgit_decode_frame(logits_fn, B, N, jax.random.PRNGKey(1), mask_id=V, steps=steps,
+                             temperature=0.0, schedule="linear", order="raster")
