@@ -8,7 +8,9 @@
 
 Cost per frame: one context pass over the buffer caches the temporal keys/values of frames < t
 (causality: they cannot change), then each MaskGIT step runs the transformer on frame t alone,
-so a step costs about (M + steps) frame-passes rather than M * steps.
+so a step costs about (M - 1 + steps) frame-passes rather than M * steps; with a rolling cache
+(below) about (steps + 1). The tokenizer then decodes the buffer (its causal decoder needs the
+earlier frames; its positions are absolute, so that pass is not cached).
 
 Fixed shapes: the state holds a token buffer of `max_frames` frames [B, M, N], the actions of
 the transitions between them [B, M-1], the number of valid frames `length` and the rng. Each step
