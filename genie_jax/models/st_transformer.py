@@ -90,7 +90,12 @@ class Attention(nn.Module):
                 self.put_variable("kv_cache", "kv", (k_BMKE, v_BMKE))
             slots_M = jnp.arange(k_BMKE.shape[1])
             seen_M = slots_M <= kv_slot
-            k_att = rope_rotate(k_BMKE, slots_M - kv_slot) if self.rope else k_BMKE
+            k_att = k_BMKE
+            if self.rope:  # rotate the cache by its offsets from slot t, then put the new key
+                # (offset 0: no rotation) in: the rotation does not depend on the frame's tokens,
+                # so XLA can hoist it out of the MaskGIT loop.
+                k_att = jax.lax.dynamic_update_slice_in_dim(
+                    rope_rotate(k_cache, slots_M - kv_slot), k_BLKE, kv_slot, axis=1)
             out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_att, v_BMKE,
                                                     mask=seen_M[None, None, None, :],
                                                     implementation=self.attention_impl)
