@@ -171,12 +171,15 @@ def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps
         np.asarray(frame)
         warm.append(time.perf_counter() - t0)
     rss_start = rss_mib()[0]
-    times = []
+    times, rss_trace = [], []
+    every = max(_STEPS.value // 10, 1)
     for i in range(_STEPS.value):
         t0 = time.perf_counter()
         frame, state = wm.step(state, np.full((B,), (i + 1) % A, np.int32))
         np.asarray(frame)
         times.append(time.perf_counter() - t0)
+        if (i + 1) % every == 0:
+            rss_trace.append(round(rss_mib()[0], 1))
     rss_end, rss_peak = rss_mib()
     counter.active = False
     p50, p95 = (float(np.percentile(times, q)) for q in (50, 95))
@@ -199,7 +202,7 @@ def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps
         "step_s_min": float(min(times)), "step_s_max": float(max(times)),
         "frames_per_s": B / p50,
         "rss_mib_first_timed_step": rss_start, "rss_mib_last_timed_step": rss_end,
-        "peak_rss_mib": rss_peak,
+        "peak_rss_mib": rss_peak, "rss_mib_every_tenth_of_the_timed_steps": rss_trace,
         "traces": wm.trace_count, "traces_after_first_step": traces_after_first,
         "backend_compiles_first_step": compiles_first,
         "backend_compiles_during_timed_steps": counter.count,
