@@ -64,7 +64,8 @@ def test_rope_cache_survives_a_slide():
     k1, k2 = jax.random.split(jax.random.PRNGKey(7))
     frames = jax.random.randint(k1, (2, M + 1, N), 0, V)
     actions = jax.random.randint(k2, (2, M), 0, A)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), frames[:, :M], actions[:, :M - 1]))["params"]
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), frames[:, :M],
+                                 actions[:, :M - 1]))["params"]
     _, cache = model.apply({"params": params}, frames[:, :M], actions[:, :M - 1],
                            fill_kv_cache=True, mutable=["kv_cache"])
     rolled = jax.tree.map(lambda a: jnp.roll(a, -1, axis=1), cache)
