@@ -60,7 +60,9 @@ def stage_meta(stage: str, sections: dict) -> dict:
 # implicitly used: a checkpoint whose meta lacks such a key reads as having that value, so a
 # new option that defaults to the old behaviour never makes an existing run incompatible.
 # Suffix-matched ('model.X' also covers 'tokenizer.model.X' and 'lam.model.X').
-META_DEFAULTS: dict[str, object] = {}
+META_DEFAULTS: dict[str, object] = {
+    "model.temporal_pos": "learned",  # added 2026-11-26 (rotary option)
+}
 
 
 def _with_defaults(saved: dict, current: dict) -> dict:

@@ -8,7 +8,9 @@
 
 Cost per frame: one context pass over the buffer caches the temporal keys/values of frames < t
 (causality: they cannot change), then each MaskGIT step runs the transformer on frame t alone,
-so a step costs about (M + steps) frame-passes rather than M * steps.
+so a step costs about (M - 1 + steps) frame-passes rather than M * steps; with a rolling cache
+(below) about (steps + 1). The tokenizer then decodes the buffer (its causal decoder needs the
+earlier frames; its positions are absolute, so that pass is not cached).
 
 Fixed shapes: the state holds a token buffer of `max_frames` frames [B, M, N], the actions of
 the transitions between them [B, M-1], the number of valid frames `length` and the rng. Each step
@@ -16,6 +18,15 @@ writes the action for transition (length-1 -> length), MaskGIT-decodes frame `le
 dynamics is causal in time, so buffer slots after it do not matter), and decodes that frame with
 the tokenizer. When the buffer is full it slides by one frame first. So `step` compiles once
 (`trace_count` counts its traces) whatever the number of steps.
+
+Rolling cache (dynamics with `model.temporal_pos='rope'`, the default there): the temporal
+keys/values live in the state as well ('kv', batch first) and survive the slide: a full buffer
+rolls them by one slot with the tokens, the frame being made is written into the last slot, and
+one commit pass stores the finished frame's keys/values. A step then costs about (steps + 1)
+frame-passes whatever the buffer length. Its meaning is a causal pass over the whole video in
+which each frame attends to the `max_frames` latest frames (`Dynamics(temporal_window=M)`):
+frames that left the buffer still shaped the cached ones. Learned absolute positions cannot
+do this (every slide moves every frame), so they keep the context pass.
 
 MaskGIT decoding (genie_jax/models/maskgit.py): every token of the new frame starts masked and
 `steps` steps unmask it by confidence. Reproducible: the rng lives in the state.
@@ -26,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from genie_jax.errors import UserError
-from genie_jax.models.maskgit import mask_ratio, maskgit_decode_frame
+from genie_jax.models.maskgit import ORDERS, mask_ratio, maskgit_decode_frame
 from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.runs import Run, abstract_variables, stage_meta
 from genie_jax.stages.base import load_frozen
@@ -35,9 +46,13 @@ from genie_jax.stages.dynamics import DynamicsStage, encode_tokens, lam_actions
 class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
                  temperature: float | None = None, schedule: str | None = None,
-                 max_frames: int | None = None, kv_cache: bool = True):
+                 max_frames: int | None = None, kv_cache: bool = True,
+                 rolling_cache: bool | None = None, order: str | None = None):
         """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
-        kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference)."""
+        kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference).
+        rolling_cache: keep the KV cache across steps (module docstring); default: on for a
+        dynamics with rotary temporal positions, which it needs.
+        order: which tokens MaskGIT keeps per step, 'confidence' (default) or 'halton'."""
         self.kv_cache = bool(kv_cache)
         self.config = config
         stage = DynamicsStage(config)
@@ -51,6 +66,9 @@ class WorldModel:
                                  sc.get("temperature", 1.0))
         self.schedule = schedule or sc.get("schedule", "cosine")
         mask_ratio(self.schedule, 0.0)  # validates the name
+        self.order = order or sc.get("order", "confidence")
+        if self.order not in ORDERS:
+            raise UserError(f"sampling order must be one of {ORDERS}; got {self.order!r}")
         M = int(max_frames or sc.get("max_frames", 0) or config.data.num_frames)
         limit = min(self.dynamics.max_frames, self.tokenizer.max_frames)
         if not 2 <= M <= limit:
@@ -60,6 +78,11 @@ class WorldModel:
             raise UserError(f"sampling steps must be >= 1; got {self.steps}")
         self.max_frames = M
         self.N = self.dynamics.tokens_per_frame
+        rope = getattr(self.dynamics, "temporal_pos", "learned") == "rope"
+        if rolling_cache and not rope:
+            raise UserError("rolling_cache needs a dynamics model with model.temporal_pos='rope' "
+                            "(learned absolute positions move with every slide of the buffer)")
+        self.rolling = bool(rope and self.kv_cache if rolling_cache is None else rolling_cache)
         self.trace_count = 0
         self._step = jax.jit(self._step_impl)
         self._reset = jax.jit(self._reset_impl)
@@ -86,11 +109,17 @@ class WorldModel:
 
     # ---- traced ----------------------------------------------------------------------------
     def _kv_cache(self, params, tokens_BMN, actions_BA):
-        """Context pass over the buffer: the temporal keys/values of every layer (the logits
-        head is dead code here and XLA drops it)."""
-        _, cache = self.dynamics.apply({"params": params["dynamics"]}, tokens_BMN, actions_BA,
-                                       fill_kv_cache=True, mutable=["kv_cache"])
-        return cache["kv_cache"]
+        """Context pass: the temporal keys/values of every layer for buffer slots 0..M-2 (the
+        logits head is dead code here and XLA drops it). The frame being made is at most slot
+        M-1 and its own pass writes that slot, so the last slot is left out of the pass (1/M of
+        its cost) and padded with zeros; causality keeps slots < M-1 exactly as a pass over the
+        whole buffer would make them."""
+        M = tokens_BMN.shape[1]
+        _, cache = self.dynamics.apply({"params": params["dynamics"]}, tokens_BMN[:, :M - 1],
+                                       actions_BA[:, :M - 2], fill_kv_cache=True,
+                                       mutable=["kv_cache"])
+        return jax.tree.map(lambda a: jnp.pad(a, [(0, 0), (0, 1)] + [(0, 0)] * (a.ndim - 2)),
+                            cache["kv_cache"])
 
     def _full_logits(self, params, tokens_BMN, frame_BN, actions_BA, t):
         buf = jax.lax.dynamic_update_slice(tokens_BMN, frame_BN[:, None], (0, t, 0))
@@ -120,8 +149,14 @@ class WorldModel:
                                jnp.concatenate([frames_BTHWC, pad], axis=1))  # causal: pad unseen
         tokens = tokens.at[:, T0:].set(mask_id).astype(jnp.int32)
         actions = jnp.full((B, M - 1), -1, jnp.int32).at[:, :T0 - 1].set(actions_BA)
-        return {"tokens": tokens, "actions": actions, "length": jnp.asarray(T0, jnp.int32),
-                "rng": rng}
+        state = {"tokens": tokens, "actions": actions, "length": jnp.asarray(T0, jnp.int32),
+                 "rng": rng}
+        if self.rolling:  # slots >= T0 hold masked frames: never seen (masked, then overwritten)
+            _, cache = self.dynamics.apply({"params": params["dynamics"]}, tokens, actions,
+                                           fill_kv_cache=True, mutable=["kv_cache"])
+            state["kv"] = jax.tree.map(lambda a: a.reshape(B, -1, *a.shape[1:]),
+                                       cache["kv_cache"])
+        return state
 
     def _step_impl(self, params, state, action_B):
         self.trace_count += 1  # Python side effect: runs once per trace (compile)
@@ -136,19 +171,33 @@ class WorldModel:
         tokens = jax.lax.dynamic_update_slice(
             tokens, jnp.full((tokens.shape[0], 1, self.N), mask_id, jnp.int32), (0, t, 0))
         rng, r_step = jax.random.split(state["rng"])
+        B = tokens.shape[0]
         # Frames < t are fixed during the MaskGIT steps: one context pass caches their temporal
-        # keys/values, then each step runs the transformer on frame t alone.
-        if self.kv_cache:
+        # keys/values (or the rolling cache has them), then each step runs frame t alone.
+        if self.rolling:
+            kv_cache = jax.tree.map(  # [B, N', M, K, E] -> [B*N', M, K, E], slid with the buffer
+                lambda a: jnp.where(full, jnp.roll(a, -1, axis=2), a).reshape(-1, *a.shape[2:]),
+                state["kv"])
+            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t)  # noqa: E731
+        elif self.kv_cache:
             kv_cache = self._kv_cache(params, tokens, actions)
             logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t)  # noqa: E731
         else:  # reference path: the whole buffer at every MaskGIT step
             logits_fn = lambda f: self._full_logits(params, tokens, f, actions, t)  # noqa: E731
         frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
                                         mask_id=mask_id, steps=self.steps,
-                                        temperature=self.temperature, schedule=self.schedule)
+                                        temperature=self.temperature, schedule=self.schedule,
+                                        order=self.order)
         tokens = jax.lax.dynamic_update_slice(tokens, frame_BN[:, None], (0, t, 0))
         frame = self._decode_frame(params, tokens, t)
-        return frame, {"tokens": tokens, "actions": actions, "length": t + 1, "rng": rng}
+        new_state = {"tokens": tokens, "actions": actions, "length": t + 1, "rng": rng}
+        if self.rolling:  # commit pass: the finished frame's keys/values into slot t
+            _, cache = self.dynamics.apply(
+                {"params": params["dynamics"], "kv_cache": kv_cache}, frame_BN[:, None], actions,
+                kv_slot=t, mutable=["kv_cache"])
+            new_state["kv"] = jax.tree.map(lambda a: a.reshape(B, -1, *a.shape[1:]),
+                                           cache["kv_cache"])
+        return frame, new_state
 
     # ---- public ----------------------------------------------------------------------------
     def reset(self, prompt_frames, prompt_actions=None, seed: int = 0) -> dict:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from genie_jax.errors import UserError
+from genie_jax.models.maskgit import maskgit_decode_frame
 from genie_jax.sampling import WorldModel, infer_actions, rollout
 from tests.stages.helpers import frames_batch, save_fake_pipeline, save_fake_run, test_config as _cfg
 
@@ -105,3 +106,58 @@ def test_load_refuses_a_non_dynamics_run(tmp_path):
     save_fake_run(tok, _cfg("tokenizer"))
     with pytest.raises(UserError, match="not a dynamics run"):
         WorldModel.load(tok)
+
+
+@pytest.fixture(scope="module")
+def rope_dir(tmp_path_factory):
+    """A fake pipeline whose dynamics has rotary temporal positions (rolling cache)."""
+    root = tmp_path_factory.mktemp("rope")
+    tok, lam, dyn = str(root / "tok"), str(root / "lam"), str(root / "dyn")
+    save_fake_run(tok, _cfg("tokenizer"))
+    save_fake_run(lam, _cfg("lam"))
+    cfg = _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam}")
+    cfg.model.temporal_pos = "rope"
+    save_fake_run(dyn, cfg)
+    return dyn
+
+
+def test_rolling_cache_greedy_equals_the_banded_reference_across_slides(rope_dir):
+    # The rolling cache means: a causal pass over the whole video in which each frame sees its
+    # max_frames latest frames. Greedy steps must pick exactly the tokens that MaskGIT over that
+    # reference picks, before and after the buffer slides, with one compile.
+    wm = WorldModel.load(rope_dir, temperature=0.0)
+    assert wm.rolling and "kv" in wm.reset(frames_batch(1, 1, 16))
+    M, N, dyn, p = wm.max_frames, wm.N, wm.dynamics, wm.params["dynamics"]
+    state = wm.reset(jnp.asarray(frames_batch(2, 2, 16, seed=2)), seed=1)
+    hist_tokens, hist_actions = state["tokens"][:, :2], state["actions"][:, :1]
+    acts = jnp.array([[1, 2, 3, 4, 5, 0, 1, 2], [5, 4, 3, 2, 1, 0, 5, 4]])
+    for i in range(acts.shape[1]):
+        frame, state = wm.step(state, acts[:, i])
+        a = jnp.concatenate([hist_actions, acts[:, i:i + 1]], axis=1)
+
+        def logits_fn(f, h=hist_tokens, a=a):
+            video = jnp.concatenate([h, f[:, None]], axis=1)
+            return dyn.apply({"params": p}, video, a, temporal_window=M)[:, -1]
+
+        ref = maskgit_decode_frame(logits_fn, 2, N, jax.random.PRNGKey(0), mask_id=dyn.mask_id,
+                                   steps=wm.steps, temperature=0.0, schedule=wm.schedule)
+        t = int(state["length"]) - 1
+        np.testing.assert_array_equal(state["tokens"][:, t], ref)
+        hist_tokens, hist_actions = jnp.concatenate([hist_tokens, ref[:, None]], axis=1), a
+    assert hist_tokens.shape[1] > M + 2  # slid several times
+    assert wm.trace_count == 1
+
+
+def test_rolling_cache_is_seeded_and_can_be_turned_off(rope_dir):
+    wm = WorldModel.load(rope_dir)
+    prompt, acts = frames_batch(1, 1, 16), jnp.array([[1, 2, 3, 4, 5, 0]])
+    np.testing.assert_array_equal(rollout(wm, prompt, acts, seed=3),
+                                  rollout(wm, prompt, acts, seed=3))
+    off = WorldModel.load(rope_dir, rolling_cache=False)  # context pass per step, no 'kv'
+    assert not off.rolling and "kv" not in off.reset(prompt)
+    assert rollout(off, prompt, acts).shape == (1, 6, 16, 16, 3)
+
+
+def test_rolling_cache_needs_rotary_positions(wm_dir):
+    with pytest.raises(UserError, match="temporal_pos"):
+        WorldModel.load(wm_dir, rolling_cache=True)

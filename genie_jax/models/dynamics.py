@@ -13,6 +13,11 @@ The ST-transformer is causal in time, so logits for frame t depend on tokens of 
 actions[:, :t] only. `action_mode`:
   'token'  one extra token per frame carries the action embedding (spatial attention spreads it)
   'add'    the action embedding is added to every patch of the frame
+`temporal_pos`:
+  'learned'  a learned embedding per buffer slot, added to the input (absolute positions)
+  'rope'     rotary positions in the temporal attention (relative: only frame distances matter),
+             so the sampler's temporal KV cache survives a slide of its buffer
+             (models/st_transformer.py, sampling.py)
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from flax import linen as nn
 from genie_jax.models.layers import ACT_BTND, PositionalEmbedding, TransformerFields, dense
 
 ACTION_MODES = ("token", "add")
+TEMPORAL_POS = ("learned", "rope")
 
 
 def shift_actions(actions_BA: jax.Array, num_actions: int) -> jax.Array:
@@ -44,6 +50,7 @@ class Dynamics(TransformerFields):
     patch_size: int = 4                      # of the tokenizer
     depth: int = 4
     action_mode: str = "token"
+    temporal_pos: str = "learned"
 
     @property
     def mask_id(self) -> int:
@@ -56,16 +63,22 @@ class Dynamics(TransformerFields):
 
     @nn.compact
     def __call__(self, tokens_BTN: jax.Array, actions_BA: jax.Array,
-                 train: bool = False, kv_slot=None, fill_kv_cache: bool = False) -> jax.Array:
+                 train: bool = False, kv_slot=None, fill_kv_cache: bool = False,
+                 temporal_window: int | None = None) -> jax.Array:
         """tokens [B,T,N] (mask_id where masked), actions [B,T-1] -> logits [B,T,N,V] (V=num_codes).
 
         Sampler's context pass: fill_kv_cache=True with the 'kv_cache' collection mutable.
         Sampler's one-frame pass (see models/st_transformer.py, temporal KV cache): kv_slot=t,
         tokens [B,1,N] of buffer frame t, actions [B,M-1] of the whole buffer, and the
         'kv_cache' collection from a full pass over that buffer -> logits [B,1,N,V] of frame t.
+        temporal_window=W: each frame attends to its W latest frames only (with temporal_pos
+        'rope', the reference for the sampler's rolling cache over a video longer than W).
         """
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}; got {self.action_mode!r}")
+        if self.temporal_pos not in TEMPORAL_POS:
+            raise ValueError(f"temporal_pos must be one of {TEMPORAL_POS}; got "
+                             f"{self.temporal_pos!r}")
         B, T, N = tokens_BTN.shape
         if N != self.tokens_per_frame:
             raise ValueError(f"got {N} tokens per frame but image_size {tuple(self.image_size)} "
@@ -95,10 +108,17 @@ class Dynamics(TransformerFields):
         else:
             x_BTND = x_BTND + a_BTD[:, :, None]
         x_BTND = nn.with_logical_constraint(x_BTND, ACT_BTND)
-        x_BTND = PositionalEmbedding(self.max_frames, pdt, name="pos")(
-            x_BTND, 0 if kv_slot is None else kv_slot)
-        x_BTND = self.st_transformer(self.depth, name="transformer")(
-            x_BTND, deterministic=not train, kv_slot=kv_slot, fill_kv_cache=fill_kv_cache)
+        rope = self.temporal_pos == "rope"
+        if rope:  # spatial positions only: time enters as rotations in the temporal attention
+            space_ND = self.param("pos_space", nn.with_logical_partitioning(init, ("pos", "embed")),
+                                  x_BTND.shape[2:], pdt)
+            x_BTND = x_BTND + space_ND[None, None].astype(x_BTND.dtype)
+        else:
+            x_BTND = PositionalEmbedding(self.max_frames, pdt, name="pos")(
+                x_BTND, 0 if kv_slot is None else kv_slot)
+        x_BTND = self.st_transformer(self.depth, name="transformer", temporal_rope=rope)(
+            x_BTND, deterministic=not train, kv_slot=kv_slot, fill_kv_cache=fill_kv_cache,
+            temporal_window=temporal_window)
         if self.action_mode == "token":
             x_BTND = x_BTND[:, :, 1:]
         logits_BTNV = dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)

@@ -8,7 +8,10 @@ Decoding (the sampler): `maskgit_decode_frame` starts with every token of a fram
 of `steps` steps it samples all masked tokens (temperature), keeps the most confident and re-masks
 the rest, so that after step s a fraction gamma((s+1)/steps) of the frame is still masked
 (`mask_ratio`: cosine by default, 0 at the end, so every token is decoded by the last step;
-`masked_counts` turns it into static token counts).
+`masked_counts` turns it into static token counts). `order` picks which tokens are kept at each
+step: 'confidence' (MaskGIT: the most confident samples, randomised by annealed Gumbel noise
+when sampling) or 'halton' (a fixed order that spreads the kept tokens evenly over the token
+grid, a 2-D Halton sequence; confidence is not used: meant for few steps).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def maskgit_loss(logits_BTNV: jax.Array, tokens_BTN: jax.Array,
 
 
 SCHEDULES = ("cosine", "linear", "square")
+ORDERS = ("confidence", "halton")
 
 
 def mask_ratio(schedule: str, r):
@@ -67,21 +71,83 @@ def masked_counts(num_tokens: int, steps: int, schedule: str = "cosine") -> list
     return out
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+    """jnp.argmax over the last axis (the first index of the maximum), as two plain reductions:
+    XLA CPU runs argmax's variadic (value, index) reduce several times slower."""
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    hit = x == jnp.max(x, axis=-1, keepdims=True)
+    return jnp.min(jnp.where(hit, iota, x.shape[-1]), axis=-1)
+
+
+def sample_tokens(rng, logits_BNV: jax.Array, temperature: float) -> jax.Array:
+    """jax.random.categorical(rng, logits / temperature) drawn from the same Gumbel noise (the
+    same tokens), with the faster argmax; argmax when temperature is 0."""
+    if temperature > 0:
+        noise_BNV = jax.random.gumbel(rng, logits_BNV.shape, logits_BNV.dtype)
+        return first_argmax(noise_BNV + logits_BNV / temperature)
+    return first_argmax(logits_BNV)
+
+
+def lowest_k_mask(conf_BN: jax.Array, k) -> jax.Array:
+    """True at the k least confident positions, ties to the lower index (a stable sort): the
+    same set as argsort(argsort(conf)) < k, with one sort and a scatter instead of two sorts."""
+    B, N = conf_BN.shape
+    order_BN = jnp.argsort(conf_BN, axis=-1)
+    rows_B1 = jnp.arange(B)[:, None]
+    return jnp.zeros((B, N), bool).at[rows_B1, order_BN].set(jnp.arange(N)[None] < k)
+
+
+def _radical_inverse(i: int, base: int) -> float:
+    out, f = 0.0, 1.0 / base
+    while i:
+        out += f * (i % base)
+        i //= base
+        f /= base
+    return out
+
+
+def halton_rank(num_tokens: int) -> np.ndarray:
+    """rank[n]: when token n is decoded in the Halton order (0 first). A square token grid is
+    covered by the 2-D Halton sequence (bases 2, 3), other counts by the 1-D one (base 2); a
+    point landing on a cell already taken is skipped."""
+    side = int(round(math.sqrt(num_tokens)))
+    square = side * side == num_tokens
+    order, seen, i = [], set(), 0
+    while len(order) < num_tokens:
+        if square:
+            x, y = _radical_inverse(i, 2), _radical_inverse(i, 3)
+            cell = int(y * side) * side + int(x * side)
+        else:
+            cell = int(_radical_inverse(i, 2) * num_tokens)
+        if cell not in seen:
+            seen.add(cell)
+            order.append(cell)
+        i += 1
+    rank = np.empty(num_tokens, np.int32)
+    rank[np.asarray(order)] = np.arange(num_tokens, dtype=np.int32)
+    return rank
+
+
 def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id: int,
-                         steps: int, temperature: float, schedule: str):
+                         steps: int, temperature: float, schedule: str,
+                         order: str = "confidence"):
     """Decode one frame by MaskGIT. logits_fn(frame tokens [B,N], mask_id where masked) ->
     logits [B,N,V]. -> tokens [B,N] (no mask_id left)."""
+    if order not in ORDERS:
+        raise ValueError(f"MaskGIT order must be one of {ORDERS}; got {order!r}")
     B, N = batch, num_tokens
     counts = jnp.asarray(masked_counts(N, steps, schedule), jnp.int32)
+    rank_N = jnp.asarray(halton_rank(N)) if order == "halton" else None
 
     def body(s, carry):
         frame_BN, masked_BN = carry
         logits_BNV = logits_fn(frame_BN)
         r_sample, r_choice = jax.random.split(jax.random.fold_in(rng, s))
-        if temperature > 0:
-            sampled_BN = jax.random.categorical(r_sample, logits_BNV / temperature, axis=-1)
-        else:
-            sampled_BN = jnp.argmax(logits_BNV, axis=-1)
+        sampled_BN = sample_tokens(r_sample, logits_BNV, temperature)
+        if rank_N is not None:  # a fixed order: the first N - counts[s] ranks are decided
+            sampled_BN = jnp.where(masked_BN, sampled_BN.astype(jnp.int32), frame_BN)
+            new_masked_BN = jnp.broadcast_to(rank_N >= N - counts[s], (B, N))
+            return jnp.where(new_masked_BN, mask_id, sampled_BN), new_masked_BN
         logp_BNV = jax.nn.log_softmax(logits_BNV, axis=-1)
         conf_BN = jnp.take_along_axis(logp_BNV, sampled_BN[..., None], axis=-1)[..., 0]
         if temperature > 0:  # MaskGIT: randomise the choice of kept tokens, less so later on
@@ -89,8 +155,7 @@ def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id
             conf_BN = conf_BN + anneal * jax.random.gumbel(r_choice, conf_BN.shape)
         sampled_BN = jnp.where(masked_BN, sampled_BN.astype(jnp.int32), frame_BN)
         conf_BN = jnp.where(masked_BN, conf_BN, jnp.inf)  # decided tokens stay decided
-        rank_BN = jnp.argsort(jnp.argsort(conf_BN, axis=-1), axis=-1)
-        new_masked_BN = rank_BN < counts[s]
+        new_masked_BN = lowest_k_mask(conf_BN, counts[s])
         return jnp.where(new_masked_BN, mask_id, sampled_BN), new_masked_BN
 
     init = (jnp.full((B, N), mask_id, jnp.int32), jnp.ones((B, N), bool))

@@ -13,6 +13,14 @@ frames, so when only frame t changes (MaskGIT steps) the keys/values of frames <
     temporal attention writes its own key/value into slot t of the cache and attends to slots
     <= t. Spatial attention works within the frame as usual.
 The logits of the frame pass equal those of a full pass at frame t (tests/models/test_kv_cache.py).
+
+Rotary temporal positions (`temporal_rope=True`, a model option): temporal attention rotates
+queries and keys by their frame index (RoPE), so scores depend only on how many frames apart two
+frames are. The cache then holds unrotated keys and a one-frame pass rotates them by their
+offset from slot t, which makes the cache survive a slide of the buffer: rolling it by one slot
+leaves every cached key/value valid (the sampler's rolling cache, genie_jax/sampling.py). A
+one-frame pass also writes its keys/values back when the 'kv_cache' collection is mutable (the
+sampler's commit pass for a finished frame).
 """
 from __future__ import annotations
 
@@ -25,6 +33,20 @@ from flax import linen as nn
 from genie_jax.models.layers import ACT_BTND, KERNEL_INIT, dense, layer_norm
 
 Dtype = Any
+ROPE_BASE = 10_000.0
+
+
+def rope_rotate(x_BLKE: jax.Array, pos_L: jax.Array) -> jax.Array:
+    """Rotate the two halves of each head's features by angles pos * base^(-2i/E) (RoPE)."""
+    E = x_BLKE.shape[-1]
+    if E % 2:
+        raise ValueError(f"rotary temporal positions need an even head width; got {E}")
+    inv_freq = ROPE_BASE ** (-jnp.arange(0, E // 2, dtype=jnp.float32) * 2.0 / E)
+    ang_LE = pos_L.astype(jnp.float32)[:, None] * inv_freq[None]
+    cos, sin = (f(ang_LE)[None, :, None, :] for f in (jnp.cos, jnp.sin))
+    x1, x2 = jnp.split(x_BLKE.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    return out.astype(x_BLKE.dtype)
 
 
 class Attention(nn.Module):
@@ -34,13 +56,16 @@ class Attention(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention_impl: str | None = None
+    rope: bool = False  # rotary positions along L (temporal attention); see the module docstring
 
     @nn.compact
     def __call__(self, x_BLD: jax.Array, deterministic: bool, kv_slot=None,
-                 fill_kv_cache: bool = False) -> jax.Array:
+                 fill_kv_cache: bool = False, window: int | None = None) -> jax.Array:
         """kv_slot: None for a full pass; else x holds one frame (L=1) at that buffer slot and the
         keys/values of the other frames come from the 'kv_cache' collection (causal only).
-        fill_kv_cache: a full pass that also stores its keys/values there (causal only)."""
+        fill_kv_cache: a full pass that also stores its keys/values there (causal only).
+        window: a full causal pass where each position sees only the `window` latest positions
+        (itself included): what a rolling cache of `window` slots computes over a long video."""
         D = x_BLD.shape[-1]
         if D % self.num_heads:
             raise ValueError(f"model width {D} is not divisible by num_heads {self.num_heads}")
@@ -61,15 +86,36 @@ class Attention(nn.Module):
             k_cache, v_cache = self.get_variable("kv_cache", "kv")
             k_BMKE = jax.lax.dynamic_update_slice_in_dim(k_cache, k_BLKE, kv_slot, axis=1)
             v_BMKE = jax.lax.dynamic_update_slice_in_dim(v_cache, v_BLKE, kv_slot, axis=1)
-            seen_M = jnp.arange(k_BMKE.shape[1]) <= kv_slot
-            out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_BMKE, v_BMKE,
+            if self.is_mutable_collection("kv_cache"):  # commit this frame's keys/values
+                self.put_variable("kv_cache", "kv", (k_BMKE, v_BMKE))
+            slots_M = jnp.arange(k_BMKE.shape[1])
+            seen_M = slots_M <= kv_slot
+            k_att = k_BMKE
+            if self.rope:  # rotate the cache by its offsets from slot t, then put the new key
+                # (offset 0: no rotation) in: the rotation does not depend on the frame's tokens,
+                # so XLA can hoist it out of the MaskGIT loop.
+                k_att = jax.lax.dynamic_update_slice_in_dim(
+                    rope_rotate(k_cache, slots_M - kv_slot), k_BLKE, kv_slot, axis=1)
+            out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_att, v_BMKE,
                                                     mask=seen_M[None, None, None, :],
                                                     implementation=self.attention_impl)
         else:
             if self.causal and fill_kv_cache:
                 self.put_variable("kv_cache", "kv", (k_BLKE, v_BLKE))
-            out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_BLKE, v_BLKE, is_causal=self.causal,
-                                                    implementation=self.attention_impl)
+            q_att, k_att = q_BLKE, k_BLKE
+            if self.rope:
+                pos_L = jnp.arange(x_BLD.shape[1])
+                q_att, k_att = rope_rotate(q_BLKE, pos_L), rope_rotate(k_BLKE, pos_L)
+            if self.causal and window is not None:
+                i_L = jnp.arange(x_BLD.shape[1])
+                band_LL = (i_L[:, None] >= i_L[None]) & (i_L[:, None] - i_L[None] < window)
+                out_BLKE = jax.nn.dot_product_attention(q_att, k_att, v_BLKE,
+                                                        mask=band_LL[None, None],
+                                                        implementation=self.attention_impl)
+            else:
+                out_BLKE = jax.nn.dot_product_attention(q_att, k_att, v_BLKE,
+                                                        is_causal=self.causal,
+                                                        implementation=self.attention_impl)
         w_out = self.param("out_kernel", nn.with_logical_partitioning(
             nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
                                              out_axis=2),
@@ -105,10 +151,11 @@ class STBlock(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention_impl: str | None = None
+    temporal_rope: bool = False
 
     @nn.compact
     def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None,
-                 fill_kv_cache: bool = False) -> jax.Array:
+                 fill_kv_cache: bool = False, temporal_window: int | None = None) -> jax.Array:
         B, T, N, D = x_BTND.shape
         kw = dict(num_heads=self.num_heads, dropout=self.dropout, dtype=self.dtype,
                   param_dtype=self.param_dtype, attention_impl=self.attention_impl)
@@ -119,8 +166,8 @@ class STBlock(nn.Module):
         # Temporal: each patch position attends to itself in the current and earlier frames only.
         h = layer_norm("ln_time", self.dtype, self.param_dtype)(x_BTND)
         h = h.transpose(0, 2, 1, 3).reshape(B * N, T, D)
-        h = Attention(causal=True, name="time_attn", **kw)(h, deterministic, kv_slot,
-                                                           fill_kv_cache)
+        h = Attention(causal=True, rope=self.temporal_rope, name="time_attn", **kw)(
+            h, deterministic, kv_slot, fill_kv_cache, temporal_window)
         x_BTND = nn.with_logical_constraint(
             x_BTND + h.reshape(B, N, T, D).transpose(0, 2, 1, 3), ACT_BTND)
         h = layer_norm("ln_mlp", self.dtype, self.param_dtype)(x_BTND)
@@ -140,12 +187,14 @@ class STTransformer(nn.Module):
     param_dtype: Dtype = jnp.float32
     remat: bool = False
     attention_impl: str | None = None
+    temporal_rope: bool = False  # rotary temporal positions (module docstring)
 
     @nn.compact
     def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None,
-                 fill_kv_cache: bool = False) -> jax.Array:
-        """kv_slot, fill_kv_cache: see the module docstring (temporal KV cache); inference only."""
-        cached = kv_slot is not None or fill_kv_cache
+                 fill_kv_cache: bool = False, temporal_window: int | None = None) -> jax.Array:
+        """kv_slot, fill_kv_cache: see the module docstring (temporal KV cache); inference only.
+        temporal_window: banded causal temporal attention (the rolling cache's reference)."""
+        cached = kv_slot is not None or fill_kv_cache or temporal_window is not None
         remat = self.remat and not cached
         block_cls = nn.remat(STBlock, static_argnums=(2,)) if remat else STBlock
         x_BTND = nn.with_logical_constraint(x_BTND.astype(self.dtype), ACT_BTND)
@@ -153,7 +202,7 @@ class STTransformer(nn.Module):
             block = block_cls(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
                               dropout=self.dropout, dtype=self.dtype,
                               param_dtype=self.param_dtype, attention_impl=self.attention_impl,
-                              name=f"block{i}")
-            x_BTND = block(x_BTND, deterministic, kv_slot, fill_kv_cache) if cached else block(
-                x_BTND, deterministic)
+                              temporal_rope=self.temporal_rope, name=f"block{i}")
+            x_BTND = block(x_BTND, deterministic, kv_slot, fill_kv_cache,
+                           temporal_window) if cached else block(x_BTND, deterministic)
         return layer_norm("ln_out", self.dtype, self.param_dtype)(x_BTND)

@@ -11,15 +11,17 @@ from genie_jax.models.dynamics import Dynamics
 V, A, M, N = 16, 6, 5, 4
 
 
-def _model(mode, depth=2):
+def _model(mode, depth=2, temporal_pos="learned"):
     return Dynamics(num_codes=V, num_actions=A, image_size=(8, 8), patch_size=4, width=16,
-                    depth=depth, num_heads=2, max_frames=6, action_mode=mode)
+                    depth=depth, num_heads=2, max_frames=6, action_mode=mode,
+                    temporal_pos=temporal_pos)
 
 
-@pytest.mark.parametrize("mode", ["token", "add"])
+@pytest.mark.parametrize("mode,temporal_pos", [("token", "learned"), ("add", "learned"),
+                                               ("token", "rope")])
 @pytest.mark.parametrize("t", [0, 2, M - 1])
-def test_one_frame_pass_matches_full_pass(mode, t):
-    model = _model(mode)
+def test_one_frame_pass_matches_full_pass(mode, temporal_pos, t):
+    model = _model(mode, temporal_pos=temporal_pos)
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(t), 3)
     tokens = jax.random.randint(k1, (2, M, N), 0, V + 1)   # includes mask ids
     actions = jax.random.randint(k2, (2, M - 1), -1, A)    # includes "unknown"
@@ -51,3 +53,41 @@ def test_training_passes_store_no_cache():
     params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))["params"]
     _, state = model.apply({"params": params}, tokens, actions, mutable=True)
     assert "kv_cache" not in state
+
+
+def test_rope_cache_survives_a_slide():
+    # Relative temporal positions: roll the cache of frames f0..f4 by one slot and run frame f5
+    # at the last slot; that equals a full pass over the whole video f0..f5 in which each frame
+    # attends to its M latest frames (the rolling cache's meaning: dropped frames still shaped
+    # the cached frames' deeper keys/values, and each frame keeps its own action).
+    model = _model("token", temporal_pos="rope")
+    k1, k2 = jax.random.split(jax.random.PRNGKey(7))
+    frames = jax.random.randint(k1, (2, M + 1, N), 0, V)
+    actions = jax.random.randint(k2, (2, M), 0, A)
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), frames[:, :M],
+                                 actions[:, :M - 1]))["params"]
+    _, cache = model.apply({"params": params}, frames[:, :M], actions[:, :M - 1],
+                           fill_kv_cache=True, mutable=["kv_cache"])
+    rolled = jax.tree.map(lambda a: jnp.roll(a, -1, axis=1), cache)
+    one = model.apply({"params": params, **rolled}, frames[:, M:], actions[:, 1:],
+                      kv_slot=jnp.int32(M - 1))
+    banded = model.apply({"params": params}, frames, actions, temporal_window=M)
+    np.testing.assert_allclose(one[:, 0], banded[:, M], atol=2e-5, rtol=1e-5)
+    # Before any slide the band changes nothing: a plain causal pass.
+    np.testing.assert_allclose(banded[:, :M], model.apply({"params": params}, frames[:, :M],
+                                                          actions[:, :M - 1]), atol=2e-5)
+
+
+def test_one_frame_pass_commits_its_keys_when_the_cache_is_mutable():
+    model = _model("token", temporal_pos="rope")
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (1, M, N), 0, V)
+    actions = jnp.zeros((1, M - 1), jnp.int32)
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))["params"]
+    _, full = model.apply({"params": params}, tokens, actions, fill_kv_cache=True,
+                          mutable=["kv_cache"])
+    _, part = model.apply({"params": params}, tokens.at[:, 2:].set(V), actions,
+                          fill_kv_cache=True, mutable=["kv_cache"])
+    _, committed = model.apply({"params": params, **part}, tokens[:, 2:3], actions,
+                               kv_slot=jnp.int32(2), mutable=["kv_cache"])
+    for a, b in zip(jax.tree.leaves(committed), jax.tree.leaves(full)):
+        np.testing.assert_allclose(a[:, :3], b[:, :3], atol=2e-5, rtol=1e-5)

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genie_jax.models.maskgit import maskgit_decode_frame, maskgit_loss, masked_counts, random_mask
+from genie_jax.models.maskgit import (first_argmax, lowest_k_mask, maskgit_decode_frame,
+                                     maskgit_loss, masked_counts, random_mask, sample_tokens)
 
 
 def test_random_mask_rate_and_first_frame():
@@ -56,3 +57,100 @@ def test_maskgit_decode_fills_the_frame(temperature):
     assert out.shape == (B, N) and int(out.max()) < V and int(out.min()) >= 0
     if temperature == 0:
         np.testing.assert_array_equal(out, jnp.argmax(logits, -1))
+
+
+def test_first_argmax_is_argmax_including_ties():
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 50))
+    x = x.at[0, 0, 40].set(9.0).at[0, 0, 7].set(9.0)   # a tie: the first index wins
+    x = x.at[1, 2].set(0.0)                              # all equal
+    np.testing.assert_array_equal(first_argmax(x), jnp.argmax(x, axis=-1))
+    assert int(first_argmax(x)[0, 0]) == 7 and int(first_argmax(x)[1, 2]) == 0
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_sample_tokens_draws_what_jax_categorical_draws(temperature):
+    # The same Gumbel noise, so the same tokens as jax.random.categorical (the sampler's old
+    # draw): seeded rollouts do not change with the faster argmax.
+    logits = 3.0 * jax.random.normal(jax.random.PRNGKey(1), (2, 64, 1024))
+    for seed in range(4):
+        r = jax.random.PRNGKey(seed)
+        np.testing.assert_array_equal(sample_tokens(r, logits, temperature),
+                                      jax.random.categorical(r, logits / temperature, axis=-1))
+
+
+def test_lowest_k_mask_is_the_double_argsort_rank():
+    conf = jnp.round(jax.random.normal(jax.random.PRNGKey(2), (3, 40)), 1)  # many ties
+    conf = conf.at[0, 5:9].set(jnp.inf)
+    rank = jnp.argsort(jnp.argsort(conf, axis=-1), axis=-1)
+    for k in [0, 1, 13, 40]:
+        np.testing.assert_array_equal(lowest_k_mask(conf, jnp.int32(k)), rank < k)
+
+
+def test_decode_matches_the_reference_loop_token_for_token():
+    # The old loop (jax.random.categorical, jnp.argmax, a double argsort) written out here:
+    # the decode must give the same tokens, greedy and sampled.
+    B, N, V, steps = 2, 32, 40, 6
+    table = 2.0 * jax.random.normal(jax.random.PRNGKey(3), (V + 1, V))
+
+    def logits_fn(frame_BN):  # depends on the whole frame, as the dynamics does
+        e = jnp.take(table, frame_BN, axis=0)
+        return e + 0.1 * jnp.mean(e, axis=1, keepdims=True)
+
+    def reference(rng, temperature):
+        counts = masked_counts(N, steps, "cosine")
+        frame, masked = jnp.full((B, N), V, jnp.int32), jnp.ones((B, N), bool)
+        for s in range(steps):
+            logits = logits_fn(frame)
+            r_sample, r_choice = jax.random.split(jax.random.fold_in(rng, s))
+            sampled = (jax.random.categorical(r_sample, logits / temperature, axis=-1)
+                       if temperature > 0 else jnp.argmax(logits, axis=-1))
+            logp = jax.nn.log_softmax(logits, axis=-1)
+            conf = jnp.take_along_axis(logp, sampled[..., None], axis=-1)[..., 0]
+            if temperature > 0:
+                conf = conf + temperature * (1.0 - (s + 1.0) / steps) * jax.random.gumbel(
+                    r_choice, conf.shape)
+            sampled = jnp.where(masked, sampled.astype(jnp.int32), frame)
+            conf = jnp.where(masked, conf, jnp.inf)
+            masked = jnp.argsort(jnp.argsort(conf, axis=-1), axis=-1) < counts[s]
+            frame = jnp.where(masked, V, sampled)
+        return frame
+
+    for temperature in [0.0, 1.0, 2.0]:
+        for seed in range(2):
+            r = jax.random.PRNGKey(seed)
+            got = jax.jit(lambda r: maskgit_decode_frame(
+                logits_fn, B, N, r, mask_id=V, steps=steps, temperature=temperature,
+                schedule="cosine"))(r)
+            np.testing.assert_array_equal(got, jax.jit(lambda r: reference(r, temperature))(r))
+
+
+@pytest.mark.parametrize("N", [16, 256, 12])
+def test_halton_rank_is_a_permutation_that_spreads_the_first_tokens(N):
+    from genie_jax.models.maskgit import halton_rank
+    rank = halton_rank(N)
+    assert sorted(rank.tolist()) == list(range(N))
+    if N == 256:  # the first 16 decoded tokens of a 16x16 grid fall in most of its 4x4 blocks
+        first = np.flatnonzero(rank < 16)  # (a raster order's first 16 touch only 4 of them)
+        blocks = {(n // 16 // 4, n % 16 // 4) for n in first}
+        assert len(blocks) >= 12
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_halton_order_decodes_in_rank_order(temperature):
+    from genie_jax.models.maskgit import halton_rank
+    B, N, V, steps = 2, 16, 5, 4
+    logits = jax.random.normal(jax.random.PRNGKey(0), (B, N, V))
+    seen = []
+
+    def logits_fn(frame_BN):
+        seen.append(frame_BN)
+        return logits
+
+    out = maskgit_decode_frame(logits_fn, B, N, jax.random.PRNGKey(1), mask_id=V, steps=steps,
+                               temperature=temperature, schedule="linear", order="halton")
+    assert int(out.max()) < V
+    if temperature == 0:
+        np.testing.assert_array_equal(out, jnp.argmax(logits, -1))
+    with pytest.raises(ValueError, match="order"):
+        maskgit_decode_frame(logits_fn, B, N, jax.random.PRNGKey(1), mask_id=V, steps=steps,
+                             temperature=0.0, schedule="linear", order="raster")
