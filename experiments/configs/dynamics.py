@@ -8,7 +8,7 @@ Run (after the tokenizer, and for lam_mode=frozen the LAM, of the same size):
       --workdir=runs/dyn_cotrain
   genie-jax train --config=experiments/configs/dynamics.py:size=tiny,action_mode=add \
       --workdir=runs/dyn_add                       # the action-conditioning ablation
-Knobs: size (test|tiny|coinrun), tokenizer (tokenizer run folder, default runs/tok),
+Knobs: size (test|tiny|cpu|coinrun, or 200m|1b|11b for TPU pods: base.py), tokenizer (tokenizer run folder, default runs/tok),
   lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain),
   action_mode (token: each action is an extra token | add: added to the frame's tokens).
 Data, schedule and the tokenizer and LAM shapes are those of tokenizer.py and lam.py of the same
@@ -28,10 +28,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     base.pick(("frozen", "cotrain"), "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
-    c = base.get_base(size)  # the frames, schedule and optimizer the tokenizer of this size had
+    # the frames, schedule and optimizer the tokenizer of this size had
+    c = base.get_base(size, "dynamics")
     c.stage = "dynamics"
-    if size == "coinrun":
-        c.data.batch_size = 36  # Genie's CoinRun study
 
     c.tokenizer = ml_collections.ConfigDict(dict(
         workdir=knobs.tokenizer,
@@ -47,15 +46,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_codes=tok.get_oneway_ref("num_codes"),
         num_actions=c.lam.model.get_oneway_ref("num_codes"),
         image_size=tok.get_oneway_ref("image_size"), patch_size=tok.get_oneway_ref("patch_size"),
-        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"], mlp_ratio=4.0,
-        dropout=0.0, max_frames=shape["max_frames"], action_mode=knobs.action_mode,
-        dtype="float32", param_dtype="float32", remat=False,
+        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"],
+        mlp_ratio=shape.get("mlp_ratio", 4.0), dropout=0.0, max_frames=shape["max_frames"],
+        action_mode=knobs.action_mode, dtype=shape.get("dtype", "float32"),
+        param_dtype="float32", remat=shape.get("remat", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
     c.loss = ml_collections.ConfigDict(dict(
         mask_min=0.5, mask_max=1.0, lam_weight=1.0, lam_vq_weight=1.0,
         restart_dead_after=base.SCHEDULE[size]["restart_dead_after"]))
     c.sampling = ml_collections.ConfigDict(dict(
-        steps={"test": 4, "tiny": 8, "coinrun": 25}[size],
-        temperature=2.0 if size == "coinrun" else 1.0, schedule="cosine",
+        steps={"test": 4, "tiny": 8, "cpu": 8}.get(size, 25),  # Genie: 25 MaskGIT steps
+        temperature=1.0 if size in ("test", "tiny", "cpu") else 2.0, schedule="cosine",
         max_frames=c.data.get_oneway_ref("num_frames")))
     return c

@@ -1,0 +1,314 @@
+"""Will a config fit, and how fast will it run? Ahead-of-time answers, with no accelerator.
+
+`plan(config, devices, chip)` builds the training engine over `devices` (the devices of a TPU
+topology description from libtpu, or simulated CPU devices), lowers and compiles the real train
+step with abstract arguments (nothing is allocated or read from disk) and reads the compiler's
+own figures:
+  * memory per chip (`Compiled.memory_analysis`): arguments (train state, batch, frozen params),
+    outputs (the new state, which aliases the donated old one), temporaries, and their total
+    against the chip's HBM;
+  * FLOPs per chip and an estimated step time (`Compiled.cost_analysis`: 'flops' and XLA's
+    'optimal_seconds' for the partitioned program of one chip);
+  * model FLOPs: the step lowered once more on one CPU device with rematerialisation off, so
+    recomputation is not counted (XLA's cost analysis of the unpartitioned program);
+  * from these, MFU = model FLOPs / (chips x peak FLOP/s x step time), and days for N steps.
+When the total does not fit, `suggest` compiles variants (remat on, more FSDP, more tensor
+parallelism, microbatches) and keeps those that fit.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import os
+import re
+import time
+from typing import Any
+
+from genie_jax.errors import UserError
+
+GIB = 2 ** 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    name: str
+    hbm_gib: float | None       # memory per chip; None: unknown (simulated CPU devices)
+    peak_flops: float | None    # dense bf16 FLOP/s per chip; None: unknown
+
+
+# Per-chip HBM and peak dense bf16 compute, from Google Cloud's TPU pages.
+CHIPS = {
+    "v4": Chip("TPU v4", 32, 275e12),
+    "v5e": Chip("TPU v5e", 16, 197e12),
+    "v5litepod": Chip("TPU v5e", 16, 197e12),
+    "v5p": Chip("TPU v5p", 95, 459e12),
+    "v6e": Chip("TPU v6e", 32, 918e12),
+}
+CPU = Chip("simulated CPU device", None, None)
+INSTALL_HINT = "pip install -e '.[tpu]' (jax[tpu]: libtpu; keep it out of a CPU/GPU env)"
+
+
+def chip_of(topology: str) -> Chip:
+    gen = topology.split(":", 1)[0].lower()
+    if gen not in CHIPS:
+        raise UserError(f"--topology={topology!r}: unknown TPU generation {gen!r} "
+                        f"(known: {', '.join(CHIPS)}; e.g. v5p:8x8x4)")
+    return CHIPS[gen]
+
+
+def tpu_devices(topology: str) -> list:
+    """The devices of a TPU topology (e.g. 'v5p:8x8x4'), described by libtpu: they can be
+    compiled for, not run on."""
+    if not re.fullmatch(r"[a-z0-9]+:\d+(x\d+)+", topology.lower()):
+        raise UserError(f"--topology={topology!r} is not GENERATION:AxBxC (e.g. v5p:8x8x4)")
+    chip_of(topology)
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata server: not on a TPU VM
+    try:
+        import libtpu  # noqa: F401
+    except ImportError:
+        raise UserError(f"--topology needs libtpu: {INSTALL_HINT}") from None
+    from jax.experimental import topologies
+    try:
+        return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+    except Exception as e:  # noqa: BLE001 - libtpu rejects a shape it does not know
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise UserError(f"libtpu cannot describe --topology={topology!r}: {msg}") from None
+
+
+def cpu_devices(n: int) -> list:
+    import jax
+    devices = jax.devices("cpu")
+    if n < 1 or len(devices) < n:
+        raise UserError(f"--devices={n}: this process has {len(devices)} CPU devices (set "
+                        f"XLA_FLAGS=--xla_force_host_platform_device_count={n} before JAX starts)")
+    return devices[:n]
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _with(config, **changes):
+    """A copy of `config` with dotted keys changed, e.g. {'model.remat': True}."""
+    c = copy.deepcopy(config)
+    with c.unlocked() if hasattr(c, "unlocked") else _null():
+        for key, value in changes.items():
+            *path, last = key.split(".")
+            node = c
+            for p in path:
+                node = node[p]
+            node[last] = value
+    return c
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def resolved_mesh(config, n_devices: int) -> tuple[int, int, int]:
+    """config.mesh.shape with its -1 filled in for `n_devices`."""
+    shape = list(config.mesh.shape)
+    if -1 in shape:
+        known = 1
+        for s in shape:
+            known *= s if s != -1 else 1
+        shape[shape.index(-1)] = n_devices // known
+    return tuple(int(s) for s in shape)
+
+
+@contextlib.contextmanager
+def _keys_made_off_mesh():
+    """build_engine (and the dynamics stage's frozen_inputs) call jax.random.PRNGKey(0) eagerly
+    inside jax.set_mesh(mesh). On a mesh of a TPU topology description there is no device to
+    run that on ("'Executable' object has no attribute 'local_devices'"), so for the length of
+    build_engine the key is made once, here, off the mesh. The keys only feed jax.eval_shape."""
+    import jax
+    real = jax.random.PRNGKey
+    made = {0: real(0)}
+
+    def key(seed, *args, **kwargs):
+        if isinstance(seed, int) and seed in made and not args and not kwargs:
+            return made[seed]
+        return real(seed, *args, **kwargs)
+    jax.random.PRNGKey = key
+    try:
+        yield
+    finally:
+        jax.random.PRNGKey = real
+
+
+def build_engine_on(config, devices):
+    """The training engine of `config` over `devices` (addressable or not)."""
+    from genie_jax.train.trainer import build_engine
+    try:
+        with _keys_made_off_mesh():
+            return build_engine(config, devices=devices)
+    except ValueError as e:  # a mesh shape that does not match the device count
+        raise UserError(f"{e} (config mesh.shape {tuple(config.mesh.shape)})") from None
+
+
+def compile_step(config, devices) -> dict:
+    """Compile the train step of `config` over `devices`; the compiler's per-chip figures."""
+    engine = build_engine_on(config, devices)
+    t0 = time.perf_counter()
+    with engine.context():
+        compiled = engine.step_fn.lower(engine.abstract_state, engine.abstract_batch(),
+                                        engine.frozen_abstract).compile()
+    compile_s = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+    m = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+         for k in ("argument", "output", "alias", "temp", "generated_code")}
+    total = m["argument"] + m["output"] - m["alias"] + m["temp"]
+    return {
+        "mesh": dict(engine.mesh.shape), "devices": len(devices),
+        "device_kind": getattr(devices[0], "device_kind", str(devices[0])),
+        "params": engine.param_count(),
+        "memory_per_chip_bytes": {**m, "total": total,
+                                  "compiler_peak": int(getattr(mem, "peak_memory_in_bytes", 0)
+                                                       or 0)},
+        "flops_per_chip": float(cost.get("flops", 0.0)),
+        "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)),
+        "estimated_step_s": float(cost["optimal_seconds"]) if "optimal_seconds" in cost else None,
+        "compile_s": compile_s,
+    }
+
+
+def model_flops(config) -> float:
+    """FLOPs of one train step without rematerialisation (recompute is not model work): the
+    step lowered for one CPU device, counted by XLA's cost analysis of that global program."""
+    import jax
+    c = _with(config, **{"model.remat": False, "mesh.shape": (1, 1, 1)})
+    engine = build_engine_on(c, jax.devices("cpu")[:1])
+    with engine.context():
+        cost = engine.step_fn.lower(engine.abstract_state, engine.abstract_batch(),
+                                    engine.frozen_abstract).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+    return float(cost.get("flops", 0.0))
+
+
+def plan(config, devices, chip: Chip, steps: int | None = None, *,
+         count_model_flops: bool = True) -> dict:
+    """The plan of one config on `devices`: memory, fit, FLOPs, step time, MFU, days."""
+    steps = int(steps or config.train.steps)
+    out = {"stage": config.stage, "chip": chip.name, "hbm_gib": chip.hbm_gib,
+           "peak_flops_per_chip": chip.peak_flops,
+           "batch": int(config.data.batch_size), "frames": int(config.data.num_frames),
+           "resolution": int(config.data.resolution), "remat": bool(config.model.remat),
+           "dtype": str(config.model.dtype), "steps": steps}
+    out.update(compile_step(config, devices))
+    total = out["memory_per_chip_bytes"]["total"]
+    out["fits"] = None if chip.hbm_gib is None else total <= chip.hbm_gib * GIB
+    n = out["devices"]
+    out["model_flops_per_step"] = model_flops(config) if count_model_flops else None
+    out["compiler_flops_per_step"] = out["flops_per_chip"] * n
+    t = out["estimated_step_s"]
+    if t and chip.peak_flops:
+        flops = out["model_flops_per_step"] or out["compiler_flops_per_step"]
+        out["mfu"] = flops / (n * chip.peak_flops * t)
+        out["hardware_flops_utilization"] = out["flops_per_chip"] / (chip.peak_flops * t)
+    else:
+        out["mfu"] = out["hardware_flops_utilization"] = None
+    out["days"] = t * steps / 86400 if t else None
+    return out
+
+
+def fit_line(p: dict) -> str:
+    """One line: does it fit, with the figure."""
+    gib = p["memory_per_chip_bytes"]["total"] / GIB
+    if p["fits"] is None:
+        return f"memory: {gib:.2f} GiB per device (HBM unknown for {p['chip']})"
+    verdict = "fits" if p["fits"] else "DOES NOT FIT"
+    return (f"{verdict}: {gib:.2f} GiB per chip of {p['hbm_gib']:g} GiB HBM ({p['chip']}, "
+            f"mesh data={p['mesh']['data']} fsdp={p['mesh']['fsdp']} "
+            f"tensor={p['mesh']['tensor']})")
+
+
+def suggest(config, devices, chip: Chip, *, max_compiles: int = 4) -> list[dict]:
+    """Variants of a config that does not fit, each compiled; those that fit come first.
+
+    Tried in order, each on top of the last that still did not fit: rematerialisation on;
+    all data parallelism folded into FSDP; tensor parallelism doubled (while heads divide);
+    then microbatches: the step compiled at batch/k (what one microbatch holds at once) plus a
+    gradient accumulator the size of the sharded parameters."""
+    n = len(devices)
+    data, fsdp, tensor = resolved_mesh(config, n)
+    candidates: list[tuple[str, dict]] = []
+    if not config.model.remat:
+        candidates.append(("model.remat=True", {"model.remat": True}))
+    base = {"model.remat": True}
+    if data > 1:
+        candidates.append((f"mesh.shape=(1,{data * fsdp},{tensor}) (FSDP over every chip)",
+                           {**base, "mesh.shape": (1, data * fsdp, tensor)}))
+        fsdp, data = data * fsdp, 1
+    heads = int(config.model.num_heads)
+    if fsdp % 2 == 0 and heads % (tensor * 2) == 0:
+        candidates.append((f"mesh.shape=(1,{fsdp // 2},{tensor * 2}) (tensor parallelism x2)",
+                           {**base, "mesh.shape": (1, fsdp // 2, tensor * 2)}))
+    out = []
+    for label, changes in candidates[:max_compiles]:
+        p = plan(_with(config, **changes), devices, chip, count_model_flops=False)
+        out.append({"change": label, "total_gib": p["memory_per_chip_bytes"]["total"] / GIB,
+                    "fits": p["fits"], "estimated_step_s": p["estimated_step_s"]})
+        if p["fits"]:
+            return out
+    # Microbatches (gradient accumulation): one microbatch's activations at a time.
+    B = int(config.data.batch_size)
+    last = _with(config, **candidates[-1][1]) if candidates else config
+    ways = int(resolved_mesh(last, n)[0] * resolved_mesh(last, n)[1])
+    for k in (2, 4, 8, 16):
+        if B % k or (B // k) % ways:
+            continue
+        p = plan(_with(last, **{"data.batch_size": B // k}), devices, chip,
+                 count_model_flops=False)
+        state = p["memory_per_chip_bytes"]["argument"]
+        # f32 gradient accumulator ~ the params' share of the state (params + 2 Adam moments)
+        total = p["memory_per_chip_bytes"]["total"] + state / 3
+        fits = chip.hbm_gib is not None and total <= chip.hbm_gib * GIB
+        out.append({"change": f"{k} microbatches of {B // k} (gradient accumulation; estimate)",
+                    "total_gib": total / GIB, "fits": fits,
+                    "estimated_step_s": k * p["estimated_step_s"] if p["estimated_step_s"]
+                    else None})
+        if fits:
+            break
+    return out
+
+
+def report_text(p: dict) -> str:
+    """The plan as a few lines for the console."""
+    m = {k: v / GIB for k, v in p["memory_per_chip_bytes"].items()}
+    lines = [
+        f"{p['stage']}: {p['params'] / 1e9:.3f}B trainable params, batch {p['batch']} x "
+        f"{p['frames']} frames at {p['resolution']}px, {p['dtype']} compute, "
+        f"remat {'on' if p['remat'] else 'off'}; {p['devices']} x {p['device_kind']}, "
+        f"mesh {p['mesh']}; compiled in {p['compile_s']:.1f} s",
+        f"memory per chip: arguments {m['argument']:.2f} GiB, outputs {m['output']:.2f} GiB "
+        f"(aliasing {m['alias']:.2f} GiB of the arguments), temporaries {m['temp']:.2f} GiB; "
+        f"total {m['total']:.2f} GiB",
+        fit_line(p),
+    ]
+    if p.get("model_flops_per_step") is not None or p["flops_per_chip"]:
+        mf = p.get("model_flops_per_step")
+        lines.append(f"FLOPs per step: {p['compiler_flops_per_step']:.3e} compiled (all chips)"
+                     + (f", {mf:.3e} model (no recompute)" if mf else ""))
+    if p["estimated_step_s"]:
+        s = (f"estimated step time {p['estimated_step_s']:.3f} s (XLA cost model)")
+        if p["mfu"] is not None:
+            s += (f"; MFU {100 * p['mfu']:.1f}% (hardware FLOPs utilisation "
+                  f"{100 * p['hardware_flops_utilization']:.1f}%)")
+        s += f"; {p['steps']:,} steps: {p['days']:.2f} days"
+        lines.append(s)
+    for sug in p.get("suggestions", []):
+        lines.append(f"  try {sug['change']}: {sug['total_gib']:.2f} GiB per chip"
+                     f" -> {'fits' if sug['fits'] else 'still too big'}"
+                     + (f", step {sug['estimated_step_s']:.3f} s" if sug["estimated_step_s"]
+                        else ""))
+    return "\n".join(lines)
+
+
+def jsonable(p: dict) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, tuple) else list(v)) for k, v in p.items()}
