@@ -5,6 +5,8 @@
   genie-jax eval --workdir=runs/dyn [--out=DIR --episodes=N --rollout_frames=T --seed=S]
   genie-jax sample --workdir=runs/dyn --out=FILE.gif|.mp4 (--actions=0,3,1 | --from_clip=EPISODE)
   genie-jax actions fit --workdir=runs/dyn [--data=DIR --split=val --eval_split=test]
+  genie-jax plan --config=experiments/configs/dynamics.py:size=11b --topology=v5p:8x8x4 \
+      [--devices=N --steps=125000 --out=plan.json]
   genie-jax data ...     (dataset tooling; see `genie-jax data --help`)
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ commands:
   eval    held-out metrics of a dynamics run (PSNR/SSIM, delta-PSNR, codebook usage, NMI)
   sample  roll a dynamics run out into a GIF/MP4 (given or LAM-inferred latent actions)
   actions name a run's latent actions after the game's controls (actions fit | actions show)
+  plan    will a config fit a TPU topology, and how fast will it run? (compiled ahead of time)
   data    convert videos / generate game datasets (genie-jax data --help)
 """
 
@@ -40,7 +43,7 @@ def run(argv: list[str] | None = None) -> None:
         from genie_jax.commands import train_cmd
         train_cmd.run([argv[0]] + rest)
         return
-    if command in ("eval", "sample", "actions"):
+    if command in ("eval", "sample", "actions", "plan"):
         import importlib
         mod = importlib.import_module(f"genie_jax.commands.{command}_cmd")
         mod.run([argv[0]] + rest)

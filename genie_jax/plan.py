@@ -152,6 +152,7 @@ def build_engine_on(config, devices):
 
 def compile_step(config, devices) -> dict:
     """Compile the train step of `config` over `devices`; the compiler's per-chip figures."""
+    import jax
     engine = build_engine_on(config, devices)
     t0 = time.perf_counter()
     with engine.context():
@@ -164,8 +165,12 @@ def compile_step(config, devices) -> dict:
     m = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
          for k in ("argument", "output", "alias", "temp", "generated_code")}
     total = m["argument"] + m["output"] - m["alias"] + m["temp"]
+    import numpy as np
+    param_bytes = sum(int(np.prod(a.sharding.shard_shape(a.shape))) * a.dtype.itemsize
+                      for a in jax.tree.leaves(engine.abstract_state["params"]))
     return {
         "mesh": dict(engine.mesh.shape), "devices": len(devices),
+        "param_bytes_per_chip": param_bytes,
         "device_kind": getattr(devices[0], "device_kind", str(devices[0])),
         "params": engine.param_count(),
         "memory_per_chip_bytes": {**m, "total": total,
@@ -229,50 +234,43 @@ def fit_line(p: dict) -> str:
 
 
 def suggest(config, devices, chip: Chip, *, max_compiles: int = 4) -> list[dict]:
-    """Variants of a config that does not fit, each compiled; those that fit come first.
-
-    Tried in order, each on top of the last that still did not fit: rematerialisation on;
-    all data parallelism folded into FSDP; tensor parallelism doubled (while heads divide);
-    then microbatches: the step compiled at batch/k (what one microbatch holds at once) plus a
-    gradient accumulator the size of the sharded parameters."""
+    """Variants of a config that does not fit, each compiled (at most `max_compiles`), in order,
+    stopping at the first that fits:
+      remat on; all data parallelism folded into FSDP; tensor parallelism doubled (while the
+      heads divide); then 2, 4, 8, 16 microbatches (gradient accumulation): the step compiled
+      at batch/k, what one microbatch holds at once, plus an f32 gradient accumulator the size
+      of the sharded parameters (an estimate: the trainer has no accumulation loop)."""
     n = len(devices)
     data, fsdp, tensor = resolved_mesh(config, n)
+    changes: dict = {}
     candidates: list[tuple[str, dict]] = []
     if not config.model.remat:
-        candidates.append(("model.remat=True", {"model.remat": True}))
-    base = {"model.remat": True}
+        changes = {"model.remat": True}
+        candidates.append(("model.remat=True", dict(changes)))
     if data > 1:
-        candidates.append((f"mesh.shape=(1,{data * fsdp},{tensor}) (FSDP over every chip)",
-                           {**base, "mesh.shape": (1, data * fsdp, tensor)}))
         fsdp, data = data * fsdp, 1
+        changes = {**changes, "mesh.shape": (1, fsdp, tensor)}
+        candidates.append((f"mesh.shape=(1,{fsdp},{tensor}) (FSDP over every chip)",
+                           dict(changes)))
     heads = int(config.model.num_heads)
     if fsdp % 2 == 0 and heads % (tensor * 2) == 0:
+        changes = {**changes, "mesh.shape": (1, fsdp // 2, tensor * 2)}
         candidates.append((f"mesh.shape=(1,{fsdp // 2},{tensor * 2}) (tensor parallelism x2)",
-                           {**base, "mesh.shape": (1, fsdp // 2, tensor * 2)}))
-    out = []
-    for label, changes in candidates[:max_compiles]:
-        p = plan(_with(config, **changes), devices, chip, count_model_flops=False)
-        out.append({"change": label, "total_gib": p["memory_per_chip_bytes"]["total"] / GIB,
-                    "fits": p["fits"], "estimated_step_s": p["estimated_step_s"]})
-        if p["fits"]:
-            return out
-    # Microbatches (gradient accumulation): one microbatch's activations at a time.
+                           dict(changes)))
     B = int(config.data.batch_size)
-    last = _with(config, **candidates[-1][1]) if candidates else config
-    ways = int(resolved_mesh(last, n)[0] * resolved_mesh(last, n)[1])
     for k in (2, 4, 8, 16):
-        if B % k or (B // k) % ways:
-            continue
-        p = plan(_with(last, **{"data.batch_size": B // k}), devices, chip,
-                 count_model_flops=False)
-        state = p["memory_per_chip_bytes"]["argument"]
-        # f32 gradient accumulator ~ the params' share of the state (params + 2 Adam moments)
-        total = p["memory_per_chip_bytes"]["total"] + state / 3
+        if B % k == 0 and (B // k) % (data * fsdp) == 0:
+            candidates.append((f"{k} microbatches of {B // k} (gradient accumulation; estimate)",
+                               {**changes, "data.batch_size": B // k, "_accumulate": k}))
+    out = []
+    for label, change in candidates[:max_compiles]:
+        k = change.pop("_accumulate", 1)
+        p = plan(_with(config, **change), devices, chip, count_model_flops=False)
+        total = p["memory_per_chip_bytes"]["total"] + (p["param_bytes_per_chip"] if k > 1 else 0)
         fits = chip.hbm_gib is not None and total <= chip.hbm_gib * GIB
-        out.append({"change": f"{k} microbatches of {B // k} (gradient accumulation; estimate)",
-                    "total_gib": total / GIB, "fits": fits,
-                    "estimated_step_s": k * p["estimated_step_s"] if p["estimated_step_s"]
-                    else None})
+        t = p["estimated_step_s"]
+        out.append({"change": label, "total_gib": total / GIB, "fits": fits,
+                    "estimated_step_s": k * t if t else None})
         if fits:
             break
     return out
@@ -312,3 +310,16 @@ def report_text(p: dict) -> str:
 
 def jsonable(p: dict) -> dict[str, Any]:
     return {k: (v if not isinstance(v, tuple) else list(v)) for k, v in p.items()}
+
+
+def count_params(config) -> int:
+    """Trainable parameters of `config`'s stage, from abstract shapes only (jax.eval_shape):
+    nothing is allocated, so a 10B-parameter config counts in seconds."""
+    import jax
+    import numpy as np
+    from genie_jax.runs import strip_boxes
+    from genie_jax.stages import get_stage
+    stage = get_stage(config)
+    batch = stage.batch_spec(1)
+    variables = jax.eval_shape(stage.init, jax.ShapeDtypeStruct((2,), np.uint32), batch)
+    return int(sum(np.prod(a.shape) for a in jax.tree.leaves(strip_boxes(variables["params"]))))

@@ -107,11 +107,11 @@ DYNAMICS["cpu"] = DYNAMICS["tiny"]
 # Trainable parameters of each stage's model by size (the dynamics without its frozen LAM), to
 # 2 significant figures; tests/test_sizes.py counts them (jax.eval_shape) to within 5%.
 PARAMS = {
-    "tokenizer": {"test": 0, "tiny": 0, "coinrun": 0, "cpu": 0,
+    "tokenizer": {"test": 40e3, "tiny": 1.2e6, "coinrun": 68e6, "cpu": 1.2e6,
                   "200m": 200e6, "1b": 200e6, "11b": 200e6},
-    "lam": {"test": 0, "tiny": 0, "coinrun": 0, "cpu": 0,
+    "lam": {"test": 41e3, "tiny": 1.1e6, "coinrun": 68e6, "cpu": 1.2e6,
             "200m": 200e6, "1b": 300e6, "11b": 300e6},
-    "dynamics": {"test": 0, "tiny": 0, "coinrun": 0, "cpu": 0,
+    "dynamics": {"test": 22e3, "tiny": 1.4e6, "coinrun": 52e6, "cpu": 1.4e6,
                  "200m": 200e6, "1b": 1.0e9, "11b": 10.1e9},
 }
 
