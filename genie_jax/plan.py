@@ -234,6 +234,10 @@ def fit_line(p: dict) -> str:
 
 
 def suggest(config, devices, chip: Chip, *, max_compiles: int = 4) -> list[dict]:
+    return list(iter_suggestions(config, devices, chip, max_compiles=max_compiles))
+
+
+def iter_suggestions(config, devices, chip: Chip, *, max_compiles: int = 4):
     """Variants of a config that does not fit, each compiled (at most `max_compiles`), in order,
     stopping at the first that fits:
       remat on; all data parallelism folded into FSDP; tensor parallelism doubled (while the
@@ -262,18 +266,16 @@ def suggest(config, devices, chip: Chip, *, max_compiles: int = 4) -> list[dict]
         if B % k == 0 and (B // k) % (data * fsdp) == 0:
             candidates.append((f"{k} microbatches of {B // k} (gradient accumulation; estimate)",
                                {**changes, "data.batch_size": B // k, "_accumulate": k}))
-    out = []
     for label, change in candidates[:max_compiles]:
         k = change.pop("_accumulate", 1)
         p = plan(_with(config, **change), devices, chip, count_model_flops=False)
         total = p["memory_per_chip_bytes"]["total"] + (p["param_bytes_per_chip"] if k > 1 else 0)
         fits = chip.hbm_gib is not None and total <= chip.hbm_gib * GIB
         t = p["estimated_step_s"]
-        out.append({"change": label, "total_gib": total / GIB, "fits": fits,
-                    "estimated_step_s": k * t if t else None})
+        yield {"change": label, "total_gib": total / GIB, "fits": fits,
+               "estimated_step_s": k * t if t else None}
         if fits:
-            break
-    return out
+            return
 
 
 def report_text(p: dict) -> str:
@@ -300,12 +302,14 @@ def report_text(p: dict) -> str:
                   f"{100 * p['hardware_flops_utilization']:.1f}%)")
         s += f"; {p['steps']:,} steps: {p['days']:.2f} days"
         lines.append(s)
-    for sug in p.get("suggestions", []):
-        lines.append(f"  try {sug['change']}: {sug['total_gib']:.2f} GiB per chip"
-                     f" -> {'fits' if sug['fits'] else 'still too big'}"
-                     + (f", step {sug['estimated_step_s']:.3f} s" if sug["estimated_step_s"]
-                        else ""))
+    lines += [suggestion_line(s) for s in p.get("suggestions", [])]
     return "\n".join(lines)
+
+
+def suggestion_line(sug: dict) -> str:
+    return (f"  try {sug['change']}: {sug['total_gib']:.2f} GiB per chip -> "
+            f"{'fits' if sug['fits'] else 'still too big'}"
+            + (f", step {sug['estimated_step_s']:.3f} s" if sug["estimated_step_s"] else ""))
 
 
 def jsonable(p: dict) -> dict[str, Any]:

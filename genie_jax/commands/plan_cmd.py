@@ -58,13 +58,23 @@ def main(argv):
     p["command"] = " ".join(["genie-jax", "plan", *sys.argv[2:]]) if sys.argv[1:2] == ["plan"] \
         else " ".join(sys.argv)
     p["target"] = _TOPOLOGY.value or f"{_DEVICES.value} CPU devices"
-    if p["fits"] is False and _SUGGEST.value:
-        p["suggestions"] = P.suggest(config, devices, chip)
     print(P.report_text(p), flush=True)
+    _write(p)
+    if p["fits"] is False and _SUGGEST.value:
+        print("compiling variants that might fit...", flush=True)
+        p["suggestions"] = []
+        for sug in P.iter_suggestions(config, devices, chip):
+            p["suggestions"].append(sug)
+            print(P.suggestion_line(sug), flush=True)
+            _write(p)
+
+
+def _write(p: dict) -> None:
     if _OUT.value:
+        from genie_jax import plan as P
         from genie_jax.media import write_text
         write_text(_OUT.value, json.dumps(P.jsonable(p), indent=2))
-        print(f"wrote {_OUT.value}")
+        print(f"wrote {_OUT.value}", flush=True)
 
 
 def run(argv: list[str]) -> None:
