@@ -226,7 +226,8 @@ def fit_line(p: dict) -> str:
     """One line: does it fit, with the figure."""
     gib = p["memory_per_chip_bytes"]["total"] / GIB
     if p["fits"] is None:
-        return f"memory: {gib:.2f} GiB per device (HBM unknown for {p['chip']})"
+        return (f"memory: {_size(p['memory_per_chip_bytes']['total'])} per device (HBM unknown "
+                f"for {p['chip']})")
     verdict = "fits" if p["fits"] else "DOES NOT FIT"
     return (f"{verdict}: {gib:.2f} GiB per chip of {p['hbm_gib']:g} GiB HBM ({p['chip']}, "
             f"mesh data={p['mesh']['data']} fsdp={p['mesh']['fsdp']} "
@@ -278,25 +279,34 @@ def iter_suggestions(config, devices, chip: Chip, *, max_compiles: int = 4):
             return
 
 
+def _size(n: float) -> str:
+    """Bytes, readable: GiB from 1 GiB up, else MiB."""
+    return f"{n / GIB:.2f} GiB" if abs(n) >= GIB else f"{n / 2 ** 20:.2f} MiB"
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.3f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,.0f}"
+
+
 def report_text(p: dict) -> str:
     """The plan as a few lines for the console."""
-    m = {k: v / GIB for k, v in p["memory_per_chip_bytes"].items()}
+    m = p["memory_per_chip_bytes"]
     lines = [
-        f"{p['stage']}: {p['params'] / 1e9:.3f}B trainable params, batch {p['batch']} x "
+        f"{p['stage']}: {_count(p['params'])} trainable params, batch {p['batch']} x "
         f"{p['frames']} frames at {p['resolution']}px, {p['dtype']} compute, "
         f"remat {'on' if p['remat'] else 'off'}; {p['devices']} x {p['device_kind']}, "
         f"mesh {p['mesh']}; compiled in {p['compile_s']:.1f} s",
-        f"memory per chip: arguments {m['argument']:.2f} GiB, outputs {m['output']:.2f} GiB "
-        f"(aliasing {m['alias']:.2f} GiB of the arguments), temporaries {m['temp']:.2f} GiB; "
-        f"total {m['total']:.2f} GiB",
+        f"memory per chip: arguments {_size(m['argument'])}, outputs {_size(m['output'])} "
+        f"(aliasing {_size(m['alias'])} of the arguments), temporaries {_size(m['temp'])}; "
+        f"total {_size(m['total'])} (program {_size(m['generated_code'])}; the compiler's "
+        f"peak {_size(m['compiler_peak'])})",
         fit_line(p),
     ]
-    if p.get("model_flops_per_step") is not None or p["flops_per_chip"]:
-        mf = p.get("model_flops_per_step")
-        lines.append(f"FLOPs per step: {p['compiler_flops_per_step']:.3e} compiled (all chips)"
-                     + (f", {mf:.3e} model (no recompute)" if mf else ""))
+    mf = p.get("model_flops_per_step")
+    lines.append(f"FLOPs per step: {p['compiler_flops_per_step']:.3e} compiled (all chips)"
+                 + (f", {mf:.3e} model (no recompute)" if mf else ""))
     if p["estimated_step_s"]:
-        s = (f"estimated step time {p['estimated_step_s']:.3f} s (XLA cost model)")
+        s = f"estimated step time {p['estimated_step_s']:.3f} s (XLA cost model)"
         if p["mfu"] is not None:
             s += (f"; MFU {100 * p['mfu']:.1f}% (hardware FLOPs utilisation "
                   f"{100 * p['hardware_flops_utilization']:.1f}%)")
