@@ -8,7 +8,8 @@ own figures:
     outputs (the new state, which aliases the donated old one), temporaries, and their total
     against the chip's HBM;
   * FLOPs per chip and an estimated step time (`Compiled.cost_analysis`: 'flops' and XLA's
-    'optimal_seconds' for the partitioned program of one chip);
+    'optimal_seconds' for the partitioned program of one chip; where that is not positive,
+    the roofline bound of the chip's FLOPs and bytes accessed);
   * model FLOPs: the step lowered once more on one CPU device with rematerialisation off, so
     recomputation is not counted (XLA's cost analysis of the unpartitioned program);
   * from these, MFU = model FLOPs / (chips x peak FLOP/s x step time), and days for N steps.
@@ -35,15 +36,16 @@ class Chip:
     name: str
     hbm_gib: float | None       # memory per chip; None: unknown (simulated CPU devices)
     peak_flops: float | None    # dense bf16 FLOP/s per chip; None: unknown
+    hbm_bytes_per_s: float | None = None  # HBM bandwidth per chip
 
 
-# Per-chip HBM and peak dense bf16 compute, from Google Cloud's TPU pages.
+# Per-chip HBM, peak dense bf16 compute and HBM bandwidth, from Google Cloud's TPU pages.
 CHIPS = {
-    "v4": Chip("TPU v4", 32, 275e12),
-    "v5e": Chip("TPU v5e", 16, 197e12),
-    "v5litepod": Chip("TPU v5e", 16, 197e12),
-    "v5p": Chip("TPU v5p", 95, 459e12),
-    "v6e": Chip("TPU v6e", 32, 918e12),
+    "v4": Chip("TPU v4", 32, 275e12, 1200e9),
+    "v5e": Chip("TPU v5e", 16, 197e12, 819e9),
+    "v5litepod": Chip("TPU v5e", 16, 197e12, 819e9),
+    "v5p": Chip("TPU v5p", 95, 459e12, 2765e9),
+    "v6e": Chip("TPU v6e", 32, 918e12, 1640e9),
 }
 CPU = Chip("simulated CPU device", None, None)
 INSTALL_HINT = "pip install -e '.[tpu]' (jax[tpu]: libtpu; keep it out of a CPU/GPU env)"
@@ -178,7 +180,8 @@ def compile_step(config, devices) -> dict:
                                                        or 0)},
         "flops_per_chip": float(cost.get("flops", 0.0)),
         "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)),
-        "estimated_step_s": float(cost["optimal_seconds"]) if "optimal_seconds" in cost else None,
+        "xla_optimal_seconds": float(cost["optimal_seconds"]) if "optimal_seconds" in cost
+        else None,
         "compile_s": compile_s,
     }
 
@@ -200,24 +203,46 @@ def plan(config, devices, chip: Chip, steps: int | None = None, *,
          count_model_flops: bool = True) -> dict:
     """The plan of one config on `devices`: memory, fit, FLOPs, step time, MFU, days."""
     steps = int(steps or config.train.steps)
-    out = {"stage": config.stage, "chip": chip.name, "hbm_gib": chip.hbm_gib,
-           "peak_flops_per_chip": chip.peak_flops,
-           "batch": int(config.data.batch_size), "frames": int(config.data.num_frames),
+    out = {"stage": config.stage, "batch": int(config.data.batch_size), "frames": int(config.data.num_frames),
            "resolution": int(config.data.resolution), "remat": bool(config.model.remat),
            "dtype": str(config.model.dtype), "steps": steps}
     out.update(compile_step(config, devices))
+    out["model_flops_per_step"] = model_flops(config) if count_model_flops else None
+    return derive(out, chip, steps)
+
+
+def derive(out: dict, chip: Chip, steps: int) -> dict:
+    """Fit, step time, MFU and days from a plan's compiled figures (`compile_step`).
+
+    Step time: XLA's own estimate ('optimal_seconds' of the compiled program) when it gives a
+    positive one; it can give a negative one (seen for the 11b-size tokenizer), and then the
+    roofline bound max(FLOPs / peak, bytes accessed / HBM bandwidth) of one chip is used."""
+    out.update(chip=chip.name, hbm_gib=chip.hbm_gib, peak_flops_per_chip=chip.peak_flops,
+               hbm_bytes_per_s=chip.hbm_bytes_per_s)
     total = out["memory_per_chip_bytes"]["total"]
     out["fits"] = None if chip.hbm_gib is None else total <= chip.hbm_gib * GIB
     n = out["devices"]
-    out["model_flops_per_step"] = model_flops(config) if count_model_flops else None
     out["compiler_flops_per_step"] = out["flops_per_chip"] * n
+    roof = None
+    if chip.peak_flops and chip.hbm_bytes_per_s:
+        roof = max(out["flops_per_chip"] / chip.peak_flops,
+                   out["bytes_accessed_per_chip"] / chip.hbm_bytes_per_s)
+    out["roofline_step_s"] = roof
+    xla = out.get("xla_optimal_seconds")
+    if xla is not None and xla > 0:
+        out["estimated_step_s"], out["step_time_source"] = xla, "XLA cost model"
+    elif roof:
+        out["estimated_step_s"], out["step_time_source"] = roof, "roofline (XLA gave none)"
+    else:
+        out["estimated_step_s"], out["step_time_source"] = None, None
     t = out["estimated_step_s"]
     if t and chip.peak_flops:
-        flops = out["model_flops_per_step"] or out["compiler_flops_per_step"]
+        flops = out.get("model_flops_per_step") or out["compiler_flops_per_step"]
         out["mfu"] = flops / (n * chip.peak_flops * t)
         out["hardware_flops_utilization"] = out["flops_per_chip"] / (chip.peak_flops * t)
     else:
         out["mfu"] = out["hardware_flops_utilization"] = None
+    out["steps"] = steps
     out["days"] = t * steps / 86400 if t else None
     return out
 
@@ -306,7 +331,7 @@ def report_text(p: dict) -> str:
     lines.append(f"FLOPs per step: {p['compiler_flops_per_step']:.3e} compiled (all chips)"
                  + (f", {mf:.3e} model (no recompute)" if mf else ""))
     if p["estimated_step_s"]:
-        s = f"estimated step time {p['estimated_step_s']:.3f} s (XLA cost model)"
+        s = f"estimated step time {p['estimated_step_s']:.3f} s ({p['step_time_source']})"
         if p["mfu"] is not None:
             s += (f"; MFU {100 * p['mfu']:.1f}% (hardware FLOPs utilisation "
                   f"{100 * p['hardware_flops_utilization']:.1f}%)")

@@ -85,5 +85,21 @@ def test_plan_for_a_v5p_topology(tmp_path):
             timeout=600)
     p = json.loads(out.read_text())
     assert p["devices"] == 4 and p["chip"] == "TPU v5p" and p["hbm_gib"] == 95
-    assert p["fits"] is True and p["estimated_step_s"] > 0
+    assert p["fits"] is True and p["estimated_step_s"] > 0 and p["roofline_step_s"] > 0
     assert 0 < p["mfu"] < 1 and p["days"] == pytest.approx(p["estimated_step_s"] * 1000 / 86400)
+
+
+def test_step_time_mfu_and_days_from_compiled_figures():
+    chip = P.CHIPS["v5p"]
+    compiled = {"devices": 256, "mesh": {"data": 1, "fsdp": 64, "tensor": 4}, "memory_per_chip_bytes": {"total": 96 * P.GIB},
+                "flops_per_chip": 4.59e14, "bytes_accessed_per_chip": 2.765e12 / 2,
+                "model_flops_per_step": 0.75 * 4.59e14 * 256}
+    p = P.derive(dict(compiled, xla_optimal_seconds=2.0), chip, steps=86400)
+    assert p["fits"] is False and "DOES NOT FIT: 96.00 GiB per chip of 95 GiB" in P.fit_line(p)
+    assert (p["estimated_step_s"], p["step_time_source"]) == (2.0, "XLA cost model")
+    assert p["mfu"] == pytest.approx(0.375) and p["hardware_flops_utilization"] == 0.5
+    assert p["days"] == pytest.approx(2.0) and p["roofline_step_s"] == pytest.approx(1.0)
+    # XLA's estimate can come out negative: the roofline bound (compute-bound here) is used.
+    p = P.derive(dict(compiled, xla_optimal_seconds=-1.5), chip, steps=10)
+    assert p["estimated_step_s"] == pytest.approx(1.0) and p["step_time_source"].startswith("roof")
+    assert p["mfu"] == pytest.approx(0.75)
