@@ -232,7 +232,8 @@ def derive(out: dict, chip: Chip, steps: int) -> dict:
     if xla is not None and xla > 0:
         out["estimated_step_s"], out["step_time_source"] = xla, "XLA cost model"
     elif roof:
-        out["estimated_step_s"], out["step_time_source"] = roof, "roofline bound; XLA gave no positive estimate"
+        out["estimated_step_s"] = roof
+        out["step_time_source"] = "roofline bound; XLA gave no positive estimate"
     else:
         out["estimated_step_s"], out["step_time_source"] = None, None
     t = out["estimated_step_s"]
