@@ -203,7 +203,8 @@ def plan(config, devices, chip: Chip, steps: int | None = None, *,
          count_model_flops: bool = True) -> dict:
     """The plan of one config on `devices`: memory, fit, FLOPs, step time, MFU, days."""
     steps = int(steps or config.train.steps)
-    out = {"stage": config.stage, "batch": int(config.data.batch_size), "frames": int(config.data.num_frames),
+    out = {"stage": config.stage, "batch": int(config.data.batch_size),
+           "frames": int(config.data.num_frames),
            "resolution": int(config.data.resolution), "remat": bool(config.model.remat),
            "dtype": str(config.model.dtype), "steps": steps}
     out.update(compile_step(config, devices))

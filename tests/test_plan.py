@@ -91,7 +91,8 @@ def test_plan_for_a_v5p_topology(tmp_path):
 
 def test_step_time_mfu_and_days_from_compiled_figures():
     chip = P.CHIPS["v5p"]
-    compiled = {"devices": 256, "mesh": {"data": 1, "fsdp": 64, "tensor": 4}, "memory_per_chip_bytes": {"total": 96 * P.GIB},
+    compiled = {"devices": 256, "mesh": {"data": 1, "fsdp": 64, "tensor": 4},
+                "memory_per_chip_bytes": {"total": 96 * P.GIB},
                 "flops_per_chip": 4.59e14, "bytes_accessed_per_chip": 2.765e12 / 2,
                 "model_flops_per_step": 0.75 * 4.59e14 * 256}
     p = P.derive(dict(compiled, xla_optimal_seconds=2.0), chip, steps=86400)

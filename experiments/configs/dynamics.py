@@ -8,7 +8,8 @@ Run (after the tokenizer, and for lam_mode=frozen the LAM, of the same size):
       --workdir=runs/dyn_cotrain
   genie-jax train --config=experiments/configs/dynamics.py:size=tiny,action_mode=add \
       --workdir=runs/dyn_add                       # the action-conditioning ablation
-Knobs: size (test|tiny|cpu|coinrun, or 200m|1b|11b for TPU pods: base.py), tokenizer (tokenizer run folder, default runs/tok),
+Knobs: size (test|tiny|cpu|coinrun, or 200m|1b|11b for TPU pods: base.py),
+  tokenizer (tokenizer run folder, default runs/tok),
   lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain),
   action_mode (token: each action is an extra token | add: added to the frame's tokens).
 Data, schedule and the tokenizer and LAM shapes are those of tokenizer.py and lam.py of the same
