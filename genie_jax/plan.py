@@ -43,7 +43,6 @@ class Chip:
 CHIPS = {
     "v4": Chip("TPU v4", 32, 275e12, 1200e9),
     "v5e": Chip("TPU v5e", 16, 197e12, 819e9),
-    "v5litepod": Chip("TPU v5e", 16, 197e12, 819e9),
     "v5p": Chip("TPU v5p", 95, 459e12, 2765e9),
     "v6e": Chip("TPU v6e", 32, 918e12, 1640e9),
 }
@@ -66,6 +65,9 @@ def tpu_devices(topology: str) -> list:
         raise UserError(f"--topology={topology!r} is not GENERATION:AxBxC (e.g. v5p:8x8x4)")
     chip_of(topology)
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata server: not on a TPU VM
+    # Describing a topology uses no TPU, so several plans (or a plan beside a TPU job) may load
+    # libtpu at once; without this the second one fails on libtpu's lockfile.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         import libtpu  # noqa: F401
     except ImportError:
