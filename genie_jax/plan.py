@@ -154,14 +154,53 @@ def build_engine_on(config, devices):
         raise UserError(f"{e} (config mesh.shape {tuple(config.mesh.shape)})") from None
 
 
-def compile_step(config, devices) -> dict:
-    """Compile the train step of `config` over `devices`; the compiler's per-chip figures."""
+def _shard_bytes(tree) -> int:
+    """Bytes one device holds of a tree of sharded ShapeDtypeStructs."""
     import jax
+    import numpy as np
+    return sum(int(np.prod(a.sharding.shard_shape(a.shape))) * a.dtype.itemsize
+               for a in jax.tree.leaves(tree))
+
+
+# The TPU compiler refuses a program whose temporaries exceed HBM, e.g. "RESOURCE_EXHAUSTED: Ran
+# out of memory on HBM, the total memory required for HLO temporaries (112.90G) exceeds
+# available HBM (95.74G)." (XLA prints sizes in binary units: G = GiB.)
+_HBM_OOM = re.compile(r"HLO temporaries \(([\d.]+)([KMGT])\) exceeds available HBM "
+                      r"\(([\d.]+)([KMGT])\)")
+_UNIT = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+def compile_step(config, devices) -> dict:
+    """Compile the train step of `config` over `devices`; the compiler's per-chip figures.
+
+    A step the TPU compiler refuses for lack of HBM is a plan too: its temporaries are the
+    figure in the compiler's message, and the arguments and outputs are the state, batch and
+    frozen params each chip holds (the outputs alias the donated state)."""
     engine = build_engine_on(config, devices)
+    args = engine.abstract_state, engine.abstract_batch(), engine.frozen_abstract
+    state_bytes = _shard_bytes(engine.abstract_state)
+    out = {"mesh": dict(engine.mesh.shape), "devices": len(devices),
+           "device_kind": getattr(devices[0], "device_kind", str(devices[0])),
+           "params": engine.param_count(),
+           "param_bytes_per_chip": _shard_bytes(engine.abstract_state["params"])}
     t0 = time.perf_counter()
-    with engine.context():
-        compiled = engine.step_fn.lower(engine.abstract_state, engine.abstract_batch(),
-                                        engine.frozen_abstract).compile()
+    try:
+        with engine.context():
+            compiled = engine.step_fn.lower(*args).compile()
+    except Exception as e:  # noqa: BLE001 - only the compiler's out-of-HBM verdict is kept
+        oom = _HBM_OOM.search(str(e))
+        if not oom:
+            raise
+        temp = float(oom.group(1)) * _UNIT[oom.group(2)]
+        m = {"argument": _shard_bytes(args), "output": state_bytes, "alias": state_bytes,
+             "temp": int(temp), "generated_code": 0}
+        out.update(memory_per_chip_bytes={**m, "total": m["argument"] + m["temp"],
+                                          "compiler_peak": 0},
+                   compiler_hbm_bytes=int(float(oom.group(3)) * _UNIT[oom.group(4)]),
+                   compiler_error=oom.group(0), flops_per_chip=None,
+                   bytes_accessed_per_chip=None, xla_optimal_seconds=None,
+                   compile_s=time.perf_counter() - t0)
+        return out
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -169,23 +208,16 @@ def compile_step(config, devices) -> dict:
     m = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
          for k in ("argument", "output", "alias", "temp", "generated_code")}
     total = m["argument"] + m["output"] - m["alias"] + m["temp"]
-    import numpy as np
-    param_bytes = sum(int(np.prod(a.sharding.shard_shape(a.shape))) * a.dtype.itemsize
-                      for a in jax.tree.leaves(engine.abstract_state["params"]))
-    return {
-        "mesh": dict(engine.mesh.shape), "devices": len(devices),
-        "param_bytes_per_chip": param_bytes,
-        "device_kind": getattr(devices[0], "device_kind", str(devices[0])),
-        "params": engine.param_count(),
-        "memory_per_chip_bytes": {**m, "total": total,
-                                  "compiler_peak": int(getattr(mem, "peak_memory_in_bytes", 0)
-                                                       or 0)},
-        "flops_per_chip": float(cost.get("flops", 0.0)),
-        "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)),
-        "xla_optimal_seconds": float(cost["optimal_seconds"]) if "optimal_seconds" in cost
+    out.update(
+        memory_per_chip_bytes={**m, "total": total,
+                               "compiler_peak": int(getattr(mem, "peak_memory_in_bytes", 0)
+                                                    or 0)},
+        flops_per_chip=float(cost.get("flops", 0.0)),
+        bytes_accessed_per_chip=float(cost.get("bytes accessed", 0.0)),
+        xla_optimal_seconds=float(cost["optimal_seconds"]) if "optimal_seconds" in cost
         else None,
-        "compile_s": compile_s,
-    }
+        compile_s=compile_s)
+    return out
 
 
 def model_flops(config) -> float:
@@ -224,10 +256,13 @@ def derive(out: dict, chip: Chip, steps: int) -> dict:
                hbm_bytes_per_s=chip.hbm_bytes_per_s)
     total = out["memory_per_chip_bytes"]["total"]
     out["fits"] = None if chip.hbm_gib is None else total <= chip.hbm_gib * GIB
+    if out.get("compiler_error"):
+        out["fits"] = False  # the compiler itself refused it
     n = out["devices"]
-    out["compiler_flops_per_step"] = out["flops_per_chip"] * n
+    flops = out["flops_per_chip"]
+    out["compiler_flops_per_step"] = flops * n if flops is not None else None
     roof = None
-    if chip.peak_flops and chip.hbm_bytes_per_s:
+    if chip.peak_flops and chip.hbm_bytes_per_s and flops is not None:
         roof = max(out["flops_per_chip"] / chip.peak_flops,
                    out["bytes_accessed_per_chip"] / chip.hbm_bytes_per_s)
     out["roofline_step_s"] = roof
@@ -258,9 +293,12 @@ def fit_line(p: dict) -> str:
         return (f"memory: {_size(p['memory_per_chip_bytes']['total'])} per device (HBM unknown "
                 f"for {p['chip']})")
     verdict = "fits" if p["fits"] else "DOES NOT FIT"
-    return (f"{verdict}: {gib:.2f} GiB per chip of {p['hbm_gib']:g} GiB HBM ({p['chip']}, "
+    line = (f"{verdict}: {gib:.2f} GiB per chip of {p['hbm_gib']:g} GiB HBM ({p['chip']}, "
             f"mesh data={p['mesh']['data']} fsdp={p['mesh']['fsdp']} "
             f"tensor={p['mesh']['tensor']})")
+    if p.get("compiler_error"):
+        line += f"; the compiler: {p['compiler_error']}"
+    return line
 
 
 def suggest(config, devices, chip: Chip, *, max_compiles: int = 4) -> list[dict]:
@@ -327,13 +365,15 @@ def report_text(p: dict) -> str:
         f"mesh {p['mesh']}; compiled in {p['compile_s']:.1f} s",
         f"memory per chip: arguments {_size(m['argument'])}, outputs {_size(m['output'])} "
         f"(aliasing {_size(m['alias'])} of the arguments), temporaries {_size(m['temp'])}; "
-        f"total {_size(m['total'])} (program {_size(m['generated_code'])}; the compiler's "
-        f"peak {_size(m['compiler_peak'])})",
+        f"total {_size(m['total'])}" + (
+            f" (program {_size(m['generated_code'])}; the compiler's peak "
+            f"{_size(m['compiler_peak'])})" if m["compiler_peak"] else ""),
         fit_line(p),
     ]
     mf = p.get("model_flops_per_step")
-    lines.append(f"FLOPs per step: {p['compiler_flops_per_step']:.3e} compiled (all chips)"
-                 + (f", {mf:.3e} model (no recompute)" if mf else ""))
+    if p["compiler_flops_per_step"] is not None:
+        lines.append(f"FLOPs per step: {p['compiler_flops_per_step']:.3e} compiled (all chips)"
+                     + (f", {mf:.3e} model (no recompute)" if mf else ""))
     if p["estimated_step_s"]:
         s = f"estimated step time {p['estimated_step_s']:.3f} s ({p['step_time_source']})"
         if p["mfu"] is not None:

@@ -104,3 +104,21 @@ def test_step_time_mfu_and_days_from_compiled_figures():
     p = P.derive(dict(compiled, xla_optimal_seconds=-1.5), chip, steps=10)
     assert p["estimated_step_s"] == pytest.approx(1.0) and p["step_time_source"].startswith("roof")
     assert p["mfu"] == pytest.approx(0.75)
+
+
+def test_a_step_the_compiler_refuses_for_lack_of_hbm_is_a_plan_that_does_not_fit():
+    msg = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+           "temporaries (112.90G) exceeds available HBM (95.74G).")
+    oom = P._HBM_OOM.search(msg)
+    assert float(oom.group(1)) * P._UNIT[oom.group(2)] == pytest.approx(112.90 * P.GIB)
+    m = {"argument": P.GIB, "output": P.GIB, "alias": P.GIB, "temp": int(112.9 * P.GIB),
+         "generated_code": 0, "compiler_peak": 0}
+    p = P.derive({"devices": 32, "mesh": {"data": 1, "fsdp": 32, "tensor": 1},
+                  "memory_per_chip_bytes": {**m, "total": m["argument"] + m["temp"]},
+                  "compiler_error": oom.group(0), "flops_per_chip": None,
+                  "bytes_accessed_per_chip": None, "xla_optimal_seconds": None},
+                 P.CHIPS["v5p"], steps=10)
+    assert p["fits"] is False and p["estimated_step_s"] is None and p["days"] is None
+    line = P.fit_line(p)
+    assert line.startswith("DOES NOT FIT: 113.90 GiB per chip of 95 GiB")
+    assert "the compiler: HLO temporaries (112.90G) exceeds available HBM (95.74G)" in line
