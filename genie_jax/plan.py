@@ -301,44 +301,54 @@ def fit_line(p: dict) -> str:
     return line
 
 
-def suggest(config, devices, chip: Chip, *, max_compiles: int = 4) -> list[dict]:
-    return list(iter_suggestions(config, devices, chip, max_compiles=max_compiles))
+def suggest(config, devices, chip: Chip, failed: dict | None = None, *,
+            max_compiles: int = 4) -> list[dict]:
+    return list(iter_suggestions(config, devices, chip, failed, max_compiles=max_compiles))
 
 
-def iter_suggestions(config, devices, chip: Chip, *, max_compiles: int = 4):
+def iter_suggestions(config, devices, chip: Chip, failed: dict | None = None, *,
+                     max_compiles: int = 4):
     """Variants of a config that does not fit, each compiled (at most `max_compiles`), in order,
-    stopping at the first that fits:
-      remat on; all data parallelism folded into FSDP; tensor parallelism doubled (while the
-      heads divide); then 2, 4, 8, 16 microbatches (gradient accumulation): the step compiled
-      at batch/k, what one microbatch holds at once, plus an f32 gradient accumulator the size
-      of the sharded parameters (an estimate: the trainer has no accumulation loop)."""
+    stopping at the first that fits. `failed` is the plan that did not fit (its memory split
+    decides the order).
+      * rematerialisation on, when it is off;
+      * when the state (params, optimizer) outweighs the temporaries: all data parallelism
+        folded into FSDP, then tensor parallelism doubled (while the heads divide);
+      * 2, 4, 8, 16 microbatches (gradient accumulation): the step compiled at batch/k, what
+        one microbatch holds at once, plus an f32 gradient accumulator the size of the
+        sharded parameters (an estimate: the trainer has no accumulation loop). Activations
+        per chip follow the clips per chip, which more tensor parallelism does not reduce
+        (each chip then holds the clips of fewer, larger batch shards), so when temporaries
+        dominate microbatches come before the mesh changes."""
     n = len(devices)
     data, fsdp, tensor = resolved_mesh(config, n)
-    changes: dict = {}
-    candidates: list[tuple[str, dict]] = []
-    if not config.model.remat:
-        changes = {"model.remat": True}
-        candidates.append(("model.remat=True", dict(changes)))
+    remat = [] if config.model.remat else [("model.remat=True", {"model.remat": True})]
+    base = dict(remat[0][1]) if remat else {}
+    mesh: list[tuple[str, dict]] = []
     if data > 1:
         fsdp, data = data * fsdp, 1
-        changes = {**changes, "mesh.shape": (1, fsdp, tensor)}
-        candidates.append((f"mesh.shape=(1,{fsdp},{tensor}) (FSDP over every chip)",
-                           dict(changes)))
+        mesh.append((f"mesh.shape=(1,{fsdp},{tensor}) (FSDP over every chip)",
+                     {"mesh.shape": (1, fsdp, tensor)}))
     heads = int(config.model.num_heads)
     if fsdp % 2 == 0 and heads % (tensor * 2) == 0:
-        changes = {**changes, "mesh.shape": (1, fsdp // 2, tensor * 2)}
-        candidates.append((f"mesh.shape=(1,{fsdp // 2},{tensor * 2}) (tensor parallelism x2)",
-                           dict(changes)))
+        mesh.append((f"mesh.shape=(1,{fsdp // 2},{tensor * 2}) (tensor parallelism x2)",
+                     {"mesh.shape": (1, fsdp // 2, tensor * 2)}))
     B = int(config.data.batch_size)
-    for k in (2, 4, 8, 16):
-        if B % k == 0 and (B // k) % (data * fsdp) == 0:
-            candidates.append((f"{k} microbatches of {B // k} (gradient accumulation; estimate)",
-                               {**changes, "data.batch_size": B // k, "_accumulate": k}))
+    ways = resolved_mesh(config, n)[0] * resolved_mesh(config, n)[1]
+    micro = [(f"{k} microbatches of {B // k} (gradient accumulation; estimate)",
+              {"data.batch_size": B // k, "_accumulate": k})
+             for k in (2, 4, 8, 16) if B % k == 0 and (B // k) % ways == 0]
+    mem = (failed or {}).get("memory_per_chip_bytes", {})
+    state_heavy = mem.get("argument", 0) > mem.get("temp", 0)
+    candidates = remat + [(label, {**base, **c}) for label, c in
+                          (mesh + micro if state_heavy else micro + mesh)]
     for label, change in candidates[:max_compiles]:
+        change = dict(change)
         k = change.pop("_accumulate", 1)
         p = plan(_with(config, **change), devices, chip, count_model_flops=False)
         total = p["memory_per_chip_bytes"]["total"] + (p["param_bytes_per_chip"] if k > 1 else 0)
-        fits = chip.hbm_gib is not None and total <= chip.hbm_gib * GIB
+        fits = chip.hbm_gib is not None and total <= chip.hbm_gib * GIB \
+            and not p.get("compiler_error")
         t = p["estimated_step_s"]
         yield {"change": label, "total_gib": total / GIB, "fits": fits,
                "estimated_step_s": k * t if t else None}

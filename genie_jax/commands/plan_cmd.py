@@ -63,7 +63,7 @@ def main(argv):
     if p["fits"] is False and _SUGGEST.value:
         print("compiling variants that might fit...", flush=True)
         p["suggestions"] = []
-        for sug in P.iter_suggestions(config, devices, chip):
+        for sug in P.iter_suggestions(config, devices, chip, p):
             p["suggestions"].append(sug)
             print(P.suggestion_line(sug), flush=True)
             _write(p)
