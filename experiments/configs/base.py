@@ -37,7 +37,8 @@ DATA = {
     "coinrun": dict(resolution=64, num_frames=16, batch_size=48),
     "cpu": dict(resolution=64, num_frames=4, batch_size=4),
     "200m": dict(resolution=128, num_frames=16, batch_size=128),
-    "1b": dict(resolution=128, num_frames=16, batch_size=256),
+    # 1b: 2 clips per chip of v5p:4x4x2 (batch 256 needs 113 GiB per chip: genie-jax plan)
+    "1b": dict(resolution=128, num_frames=16, batch_size=64),
     "11b": dict(resolution=128, num_frames=16, batch_size=512),  # Genie: batch 512
 }
 # Global batch of a stage where it differs from DATA's.

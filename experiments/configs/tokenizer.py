@@ -8,7 +8,7 @@ Sizes (rows of the tables in base.py):
   cpu      the tiny model on 64x64 frames with patch 4 (tokenizer_coinrun.py's model)
   coinrun  64x64, patch 4, width 512, 8+8 layers, 1024 codes of dim 32 (Genie's CoinRun study)
   200m, 1b, 11b   for TPU pods: ~200M parameters (Genie's tokenizer size), 128x128 frames,
-           patch 4, width 1024, 6+6 layers, 1024 codes, 16 frames, batch 128 / 256 / 512
+           patch 4, width 1024, 6+6 layers, 1024 codes, 16 frames, batch 128 / 64 / 512
 model.image_size follows data.resolution: --config.data.resolution=64 trains on 64x64 frames.
 """
 import ml_collections
