@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart quickstart-tokenizer test test-all bench clean
+.PHONY: install browser quickstart quickstart-tokenizer test test-all bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,15 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# Debian's chromium + chromedriver for the browser test of `genie-jax play` (never a downloaded
+# browser build). Skipped when both are on PATH; if apt cannot install them the test is skipped.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "make browser: could not install chromium (the browser test will be skipped)"; \
+	else echo "make browser: no apt-get; install chromium and chromedriver to run the browser test"; fi
+
 # The whole pipeline on a small generated CoinRun set, <= 30 minutes on 2 CPU cores.
 quickstart: $(STAMP)
 	$(PY) experiments/coinrun_pipeline.py --budget=quick
@@ -22,10 +31,10 @@ quickstart: $(STAMP)
 quickstart-tokenizer: $(STAMP)
 	$(VENV)/bin/genie-jax train --config=experiments/configs/tokenizer.py:size=tiny --workdir=runs/quickstart
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(PY) -m pytest -q -m ""
 
 bench: $(STAMP)

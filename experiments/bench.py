@@ -28,6 +28,38 @@ _STEPS = flags.DEFINE_integer("steps", 3, "timed steps per size (after one warm-
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "square matmuls of n/2, n and 2n give the peak")
 
 
+def cpu_ceiling() -> dict:
+    """The f32 FLOP/s this CPU can reach in theory: cores x clock x FLOPs per cycle per core.
+
+    FLOPs/cycle: two FMA pipes of the widest datapath (an FMA is 2 FLOPs). AMD family 26 (Zen 5,
+    EPYC Turin) has full 512-bit pipes: 2 x 16 lanes x 2 = 64; Zen 4 (family 25 with AVX-512)
+    runs AVX-512 on 256-bit pipes, and Zen 3 / AVX2 parts have 256-bit pipes: 32. The clock is
+    the one /proc/cpuinfo reports (the base/TSC clock; boost can be higher, so a measured figure
+    somewhat above this ceiling means boost, far above it a timing bug)."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                info.setdefault(k.strip(), v.strip())
+    except OSError:
+        return {}
+    flags = set(info.get("flags", "").split())
+    family = int(info.get("cpu family", "0") or 0)
+    amd = "AMD" in info.get("vendor_id", "")
+    if "avx512f" in flags and (not amd or family >= 26):
+        per_cycle, why = 64, "2 x 512-bit FMA pipes"
+    elif "fma" in flags:
+        per_cycle, why = 32, "2 x 256-bit FMA pipes"
+    else:
+        per_cycle, why = 8, "SSE"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mhz = float(info.get("cpu MHz", "0") or 0)
+    return {"cpu": info.get("model name", ""), "cpu_family": family, "cores": cores,
+            "clock_mhz": mhz, "flops_per_cycle_per_core": per_cycle, "datapath": why,
+            "ceiling_flops_per_s": cores * mhz * 1e6 * per_cycle}
+
+
 def matmul_peak(n: int, dtype="float32", reps: int = 10) -> float:
     """Median FLOP/s of an n x n f32 matmul: the same statistic as the step time."""
     import jax
@@ -117,7 +149,13 @@ def main(_):
     peak = max(by_size.values())
     print("dense f32 matmul, median FLOP/s: " + ", ".join(
         f"{n}^3 {v / 1e9:.0f} GFLOP/s" for n, v in by_size.items()), flush=True)
+    ceiling = cpu_ceiling() if jax.default_backend() == "cpu" else {}
+    if ceiling:
+        print(f"theoretical f32 ceiling: {ceiling['cores']} cores x {ceiling['clock_mhz']:.0f} MHz "
+              f"x {ceiling['flops_per_cycle_per_core']} FLOPs/cycle ({ceiling['datapath']}) = "
+              f"{ceiling['ceiling_flops_per_s'] / 1e9:.0f} GFLOP/s", flush=True)
     results = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
+               "cpu_ceiling": ceiling,
                "num_devices": len(jax.devices()), "matmul_peak_flops_per_s": peak,
                "matmul_flops_per_s_by_size": {str(n): v for n, v in by_size.items()}, "runs": []}
     for stage, size in [(st, sz) for st in _STAGES.value for sz in _SIZES.value]:

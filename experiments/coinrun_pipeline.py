@@ -67,6 +67,18 @@ def _headline(eval_json: str) -> dict:
     }
 
 
+# The genie-jax next to this Python (e.g. .venv/bin/genie-jax after `make quickstart`).
+_GENIE_JAX = os.path.join(os.path.dirname(sys.executable), "genie-jax")
+
+
+def _here(path: str) -> str:
+    """A path as the user can paste it here: relative when under the working folder."""
+    if path == _GENIE_JAX and not os.path.exists(path):
+        return "genie-jax"
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def main(argv):
     del argv
     from genie_jax.media import write_text
@@ -111,6 +123,7 @@ def main(argv):
     print("held-out: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in summary["heldout"].items()))
     print(f"wrote {root}/pipeline.json, {root}/eval/ (report, plot, grid, GIF), {root}/rollout.gif")
+    print(f"\nplay it in your browser: {_here(_GENIE_JAX)} play --workdir={_here(dyn)}")
 
 
 if __name__ == "__main__":

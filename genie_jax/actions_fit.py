@@ -91,17 +91,8 @@ def controls_of(source, episodes, where: str) -> Controls:
 
 
 def _open(cfg, data_dir: str | None, split: str):
-    from genie_jax.data.sources import open_episode_source
-    try:
-        if data_dir:
-            from genie_jax.data.shards import open_source
-            return open_source(data_dir, split)
-        return open_episode_source(cfg.data, split)
-    except UserError:
-        raise
-    except (ValueError, IndexError) as e:
-        raise UserError(f"cannot open split {split!r} of the run's data "
-                        f"(data.source={cfg.data.source!r}): {e}") from None
+    from genie_jax.evaluation import open_split
+    return open_split(cfg, split, data_dir)
 
 
 def transition_pairs(wm, source, episodes, window: int, batch_size: int,

@@ -5,6 +5,9 @@
   genie-jax eval --workdir=runs/dyn [--out=DIR --episodes=N --rollout_frames=T --seed=S]
   genie-jax sample --workdir=runs/dyn --out=FILE.gif|.mp4 (--actions=0,3,1 | --from_clip=EPISODE)
   genie-jax actions fit --workdir=runs/dyn [--data=DIR --split=val --eval_split=test]
+  genie-jax play --workdir=runs/dyn [--port=8000 --host=127.0.0.1 --prompt=random|EPISODE|FILE]
+  genie-jax sweep --config=FILE[:knobs] --grid=KEY=V1,V2 [--seeds=N] --root=DIR [--shard=I/N]
+  genie-jax sweep report --root=DIR
   genie-jax plan --config=experiments/configs/dynamics.py:size=11b --topology=v5p:8x8x4 \
       [--devices=N --steps=125000 --out=plan.json]
   genie-jax data ...     (dataset tooling; see `genie-jax data --help`)
@@ -20,6 +23,9 @@ commands:
   eval    held-out metrics of a dynamics run (PSNR/SSIM, delta-PSNR, codebook usage, NMI)
   sample  roll a dynamics run out into a GIF/MP4 (given or LAM-inferred latent actions)
   actions name a run's latent actions after the game's controls (actions fit | actions show)
+  play    play a dynamics run in the browser (keys -> actions, one model step per press)
+  sweep   a grid of runs over config keys and seeds, resumable and shardable (sweep report:
+          mean/std over seeds, differences from a baseline, learning curves)
   plan    will a config fit a TPU topology, and how fast will it run? (compiled ahead of time)
   data    convert videos / generate game datasets (genie-jax data --help)
 """
@@ -43,7 +49,7 @@ def run(argv: list[str] | None = None) -> None:
         from genie_jax.commands import train_cmd
         train_cmd.run([argv[0]] + rest)
         return
-    if command in ("eval", "sample", "actions", "plan"):
+    if command in ("eval", "sample", "actions", "play", "sweep", "plan"):
         import importlib
         mod = importlib.import_module(f"genie_jax.commands.{command}_cmd")
         mod.run([argv[0]] + rest)

@@ -16,9 +16,21 @@ On these clips:
                 actions
   controllability  delta-PSNR per step = mean over clips of PSNR(inferred) - PSNR(random);
                 reported at t = `delta_t` generated frames (4, as Genie)
+  true_actions  the same rollout driven by the clip's TRUE actions: for a latent-action run,
+                through the run's fitted action map (WORKDIR/action_map.json, `genie-jax
+                actions fit`: game control -> latent id), on the clips whose rollout actions
+                all have a mapped control; for a run trained on true actions
+                (lam.mode=true_actions), the recorded actions themselves (then this is also the
+                main rollout). Its delta-PSNR against random actions is the control a player
+                feels.
+  repeat_last_frame  the trivial baseline: PSNR of repeating the last prompt frame, per step
   action_nmi    where true actions exist (>= 0): NMI between latent action a_t and the true
                 action of the same transition t -> t+1; for CoinRun also between a_t and the
                 6 behavioural classes of the 15 procgen actions
+  action_probe  beside the NMI: accuracy of predicting the true control (CoinRun: its class)
+                from the latent action, by the majority control of each latent, fitted on one
+                half of the clips and scored on the other (both ways), with the chance level
+                (the fitting half's most common control)
 
 Library functions here are host-side; the metric arithmetic lives in genie_jax.metrics.
 """
@@ -143,6 +155,52 @@ class EvalSettings:
     step: int | None = None           # checkpoint step (default: newest readable)
 
 
+def probe_accuracy(latent_CA, control_CA, folds: int = 2) -> dict:
+    """Cross-fitted latent -> control probe: clips are split into `folds` interleaved parts; each
+    part is scored by the majority-control decoder fitted on the others. Controls < 0 (unknown)
+    are left out. -> {pairs, accuracy, chance} (None where no fold has both parts)."""
+    from genie_jax.actions_fit import counts_table, latent_decoder
+    latent_CA, control_CA = np.asarray(latent_CA, np.int64), np.asarray(control_CA, np.int64)
+    A = int(latent_CA.max()) + 1 if latent_CA.size else 1
+    K = int(control_CA.max()) + 1 if control_CA.size and control_CA.max() >= 0 else 0
+    hits = chance_hits = n = 0
+    for f in range(folds):
+        test = np.arange(len(latent_CA)) % folds == f
+        fl, fc = latent_CA[~test].reshape(-1), control_CA[~test].reshape(-1)
+        tl, tc = latent_CA[test].reshape(-1), control_CA[test].reshape(-1)
+        fl, fc, tl, tc = fl[fc >= 0], fc[fc >= 0], tl[tc >= 0], tc[tc >= 0]
+        if not len(fc) or not len(tc):
+            continue
+        counts = counts_table(fl, fc, K, A)
+        hits += int(np.sum(latent_decoder(counts)[tl] == tc))
+        chance_hits += int(np.sum(tc == int(np.argmax(counts.sum(1)))))
+        n += len(tc)
+    return {"pairs": n, "folds": folds, "accuracy": hits / n if n else None,
+            "chance": chance_hits / n if n else None}
+
+
+def true_action_latents(workdir: str, source, eps, true_CA, num_actions: int):
+    """The clips' true actions as latent ids through WORKDIR/action_map.json (a fitted map):
+    -> (latent ids [C, T], -1 where the action is unknown or its control has no latent), or
+    None when the run has no fitted map."""
+    from genie_jax.action_map import FILENAME, load_action_map
+    from genie_jax.actions_fit import controls_of
+    if not os.path.exists(os.path.join(workdir, FILENAME)):
+        return None
+    amap = load_action_map(workdir, num_actions)
+    if amap.source != "fit":
+        return None
+    controls = controls_of(source, eps, "the evaluation clips")
+    names = controls.names or tuple(f"ACTION_{i}" for i in range(int(np.max(true_CA)) + 1))
+    latent_of = dict(zip(amap.names, amap.latent))
+    table = np.asarray([latent_of.get(n, -1) for n in names], np.int64)
+    control = controls.classify(true_CA)
+    ok = (control >= 0) & (control < len(table))
+    out = np.full(control.shape, -1, np.int64)
+    out[ok] = table[control[ok]]
+    return out
+
+
 def _pad_batch(x: np.ndarray, B: int) -> np.ndarray:
     if len(x) == B:
         return x
@@ -158,10 +216,18 @@ def _check_settings(s: EvalSettings) -> None:
 
 
 def open_heldout(cfg, split: str):
-    from genie_jax.data.sources import open_episode_source
     if split == "train":
         raise UserError("held-out data only: the split must not be 'train'")
+    return open_split(cfg, split)
+
+
+def open_split(cfg, split: str, data_dir: str | None = None):
+    """`split` of the run's data (or of the ArrayRecord dataset `data_dir`), errors in one line."""
+    from genie_jax.data.sources import open_episode_source
     try:
+        if data_dir:
+            from genie_jax.data.shards import open_source
+            return open_source(data_dir, split)
         return open_episode_source(cfg.data, split)
     except UserError:
         raise
@@ -193,9 +259,11 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     s = settings
     _check_settings(s)
     wm = load_world_model(workdir, steps=s.steps, temperature=s.temperature, step=s.step)
-    if "lam" not in wm.params:
-        raise UserError(f"{workdir}: the run has no LAM params; cannot infer latent actions")
     cfg = wm.config
+    trained_on_true = str(cfg.lam.get("mode", "frozen")) == "true_actions"
+    has_lam = "lam" in wm.params
+    if not has_lam and not trained_on_true:
+        raise UserError(f"{workdir}: the run has no LAM params; cannot infer latent actions")
     K, S = s.prompt_frames, s.rollout_frames
     clip_len = K + S
     nf = int(cfg.data.num_frames)
@@ -228,12 +296,26 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     lam_window = max(2, min(nf, wm.lam.max_frames, clip_len))
     rng = np.random.default_rng(s.seed + 1)
     random_actions = rng.integers(0, A, size=(C, S))
+    # Rollouts driven by the true actions: recorded ids (a run trained on them) or their latent
+    # ids through the fitted action map; clips with an action that has none are left out.
+    if trained_on_true:
+        true_ids, true_source = true_all.astype(np.int64), "dataset"
+        bad = (true_ids[:, :clip_len - 1] < 0) | (true_ids[:, :clip_len - 1] >= A)
+        if bad.any():
+            raise UserError(f"{workdir} was trained on true actions (lam.mode=true_actions) but "
+                            f"the {s.split!r} clips have actions outside [0, {A}) (-1: unknown)")
+    else:
+        true_ids = true_action_latents(workdir, source, eps, true_all, A)
+        true_source = "action_map" if true_ids is not None else None
+    true_ok = None if true_ids is None else np.all(true_ids[:, K - 1:K - 1 + S] >= 0, axis=1)
+    main_tag = "inf" if has_lam else "true"
 
     tok_psnr, tok_ssim, tok_counts = [], [], np.zeros(tok.num_codes)
     latent = np.zeros((C, clip_len - 1), np.int64)
-    roll = {k: np.zeros((C, S)) for k in ("psnr_inf", "ssim_inf", "psnr_rand", "ssim_rand")}
+    roll = {f"{m}_{tag}": np.full((C, S), np.nan) for m in ("psnr", "ssim")
+            for tag in ("inf", "true", "rand", "repeat")}
     G = min(s.grid_clips, C)
-    shown = {"inf": [], "rand": []}
+    shown = {"inf": [], "true": [], "rand": []}
     for b0 in range(0, C, B):
         n = min(B, C - b0)
         fr = jnp.asarray(_pad_batch(frames_all[b0:b0 + n], B))
@@ -244,26 +326,52 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
             tok_ssim.append(np.asarray(q)[:n].reshape(-1))
             tok_counts += np.bincount(np.asarray(tokens)[:n].reshape(-1),
                                       minlength=tok.num_codes)[:tok.num_codes]
-        codes = infer_actions_windowed(wm.infer_actions, fr, lam_window)
-        latent[b0:b0 + n] = codes[:n]
         prompt, real = fr[:, :K], fr[:, K:]
-        pa = jnp.asarray(codes[:, :K - 1], jnp.int32)
+        conditions = []
+        tb = None if true_ids is None else _pad_batch(true_ids[b0:b0 + n], B)
+        if has_lam:
+            codes = infer_actions_windowed(wm.infer_actions, fr, lam_window)
+            latent[b0:b0 + n] = codes[:n]
+            conditions.append(("inf", codes[:, K - 1:K - 1 + S]))
+            prompt_acts = codes[:, :K - 1]  # also the prompt of the true-action rollout
+        else:
+            prompt_acts = tb[:, :K - 1]
+        if tb is not None and true_ok[b0:b0 + n].any():
+            conditions.append(("true", np.maximum(tb[:, K - 1:K - 1 + S], 0)))
+        conditions.append(("rand", _pad_batch(random_actions[b0:b0 + n], B)))
+        pa = jnp.asarray(prompt_acts, jnp.int32)
         seed = s.seed + b0
-        for tag, acts in (("inf", codes[:, K - 1:K - 1 + S]),
-                          ("rand", _pad_batch(random_actions[b0:b0 + n], B))):
+        for tag, acts in conditions:
             gen = rollout(wm, prompt, acts, pa, seed=seed)
             p, q = metric_fn(gen, real)
             roll[f"psnr_{tag}"][b0:b0 + n] = np.asarray(p)[:n]
             roll[f"ssim_{tag}"][b0:b0 + n] = np.asarray(q)[:n]
             if b0 < G:  # keep the first G clips for the grid
                 shown[tag].append(np.asarray(gen[:n]))
+        # the trivial baseline: the last prompt frame, repeated
+        still = jnp.broadcast_to(to_unit_float(prompt[:, -1:]), real.shape)
+        p, q = metric_fn(still, real)
+        roll["psnr_repeat"][b0:b0 + n] = np.asarray(p)[:n]
+        roll["ssim_repeat"][b0:b0 + n] = np.asarray(q)[:n]
     lam_counts = np.bincount(latent.reshape(-1), minlength=A)[:A]
 
-    psnr_inf, psnr_rand = per_step_mean(roll["psnr_inf"]), per_step_mean(roll["psnr_rand"])
-    ssim_inf, ssim_rand = per_step_mean(roll["ssim_inf"]), per_step_mean(roll["ssim_rand"])
-    dpsnr = delta_psnr_per_step(roll["psnr_inf"], roll["psnr_rand"])
+    main_psnr, main_ssim = roll[f"psnr_{main_tag}"], roll[f"ssim_{main_tag}"]
+    psnr_inf, psnr_rand = per_step_mean(main_psnr), per_step_mean(roll["psnr_rand"])
+    ssim_inf, ssim_rand = per_step_mean(main_ssim), per_step_mean(roll["ssim_rand"])
+    dpsnr = delta_psnr_per_step(main_psnr, roll["psnr_rand"])
     true_tr = true_all[:, :-1]  # actions[t]: transition t -> t+1, as the latent a_t
-    has_true = bool(np.any(true_tr >= 0))
+    has_true = bool(np.any(true_tr >= 0)) and has_lam
+    true_section = None
+    if true_ok is not None and true_ok.any():
+        tp, rp = roll["psnr_true"][true_ok], roll["psnr_rand"][true_ok]
+        tdelta = delta_psnr_per_step(tp, rp)
+        true_section = {"source": true_source, "clips": int(true_ok.sum()),
+                        "psnr": float(np.mean(tp)),
+                        "ssim": float(np.mean(roll["ssim_true"][true_ok])),
+                        "psnr_per_step": per_step_mean(tp),
+                        "random_actions_psnr_per_step": per_step_mean(rp),
+                        "delta_psnr": value_at_step(tdelta, s.delta_t),
+                        "delta_psnr_per_step": tdelta}
     tok_use, lam_use = codebook_usage(tok_counts), codebook_usage(lam_counts)
     steps_done = Run(workdir).steps()
     results = {
@@ -285,26 +393,37 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                       "frames": int(sum(len(x) for x in tok_psnr)),
                       "code_usage": tok_use["usage"], "code_perplexity": tok_use["perplexity"],
                       "codes_used": tok_use["codes_used"], "num_codes": tok_use["num_codes"]},
-        "lam": {"code_usage": lam_use["usage"], "code_perplexity": lam_use["perplexity"],
-                "codes_used": lam_use["codes_used"], "num_codes": lam_use["num_codes"],
-                "code_counts": [int(c) for c in lam_counts]},
-        "rollout": {"psnr": float(np.mean(roll["psnr_inf"])),
-                    "ssim": float(np.mean(roll["ssim_inf"])),
+        "lam": ({"code_usage": lam_use["usage"], "code_perplexity": lam_use["perplexity"],
+                 "codes_used": lam_use["codes_used"], "num_codes": lam_use["num_codes"],
+                 "code_counts": [int(c) for c in lam_counts]} if has_lam else None),
+        "rollout": {"actions": "lam" if has_lam else "true",
+                    "psnr": float(np.mean(main_psnr)),
+                    "ssim": float(np.mean(main_ssim)),
                     "psnr_per_step": psnr_inf, "ssim_per_step": ssim_inf,
                     "random_actions": {"psnr": float(np.mean(roll["psnr_rand"])),
                                        "ssim": float(np.mean(roll["ssim_rand"])),
                                        "psnr_per_step": psnr_rand, "ssim_per_step": ssim_rand}},
+        "repeat_last_frame": {"psnr": float(np.mean(roll["psnr_repeat"])),
+                              "ssim": float(np.mean(roll["ssim_repeat"])),
+                              "psnr_per_step": per_step_mean(roll["psnr_repeat"])},
         "controllability": {"t": s.delta_t, "delta_psnr": value_at_step(dpsnr, s.delta_t),
                             "delta_psnr_per_step": dpsnr},
+        "true_actions": true_section,
         "action_nmi": (dict(action_nmi(latent, true_tr, coinrun), coinrun=coinrun)
                        if has_true else None),
+        "action_probe": (dict(probe_accuracy(latent, coinrun_action_class(true_tr) if coinrun
+                                             else true_tr), classes=coinrun)
+                         if has_true else None),
         "sampler_compiles": int(wm.trace_count),
         "seconds": 0.0,
     }
     results["seconds"] = time.perf_counter() - t_start
-    artifacts = {"real": frames_all[:G], "generated": np.concatenate(shown["inf"])[:G],
+    artifacts = {"real": frames_all[:G], "generated": np.concatenate(shown[main_tag])[:G],
                  "generated_random": np.concatenate(shown["rand"])[:G],
-                 "prompt_frames": K, "psnr_inferred": psnr_inf, "psnr_random": psnr_rand}
+                 "prompt_frames": K, "psnr_inferred": psnr_inf, "psnr_random": psnr_rand,
+                 "psnr_repeat": results["repeat_last_frame"]["psnr_per_step"],
+                 "psnr_true": true_section["psnr_per_step"] if true_section else None,
+                 "main_actions": "LAM-inferred actions" if has_lam else "true actions"}
     return results, artifacts
 
 
@@ -325,9 +444,14 @@ def write_outputs(out_dir: str, results: dict, artifacts: dict) -> dict[str, str
     """eval.json, psnr_per_step.png, rollouts.png and rollouts.gif in out_dir (atomic writes)."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
+    series = {artifacts.get("main_actions", "LAM-inferred actions"): artifacts["psnr_inferred"]}
+    if artifacts.get("psnr_true") is not None and results["rollout"].get("actions") != "true":
+        series["true actions (action map)"] = artifacts["psnr_true"]
+    series["random actions"] = artifacts["psnr_random"]
+    if artifacts.get("psnr_repeat") is not None:
+        series["repeat last prompt frame"] = artifacts["psnr_repeat"]
     paths["plot"] = media.write_png(os.path.join(out_dir, "psnr_per_step.png"), media.line_plot(
-        {"LAM-inferred actions": artifacts["psnr_inferred"],
-         "random actions": artifacts["psnr_random"]},
+        series,
         title=f"rollout PSNR vs ground truth ({results['settings']['clips']} clips)",
         xlabel="generated frame", ylabel="PSNR (dB)"))
     rows = rollout_rows(artifacts["real"], artifacts["generated"], artifacts["generated_random"],
@@ -342,8 +466,10 @@ def write_outputs(out_dir: str, results: dict, artifacts: dict) -> dict[str, str
     paths["gif"] = media.write_gif(os.path.join(out_dir, "rollouts.gif"), frames, fps=4)
     results = dict(results, outputs={
         **{k: os.path.basename(v) for k, v in paths.items()},
-        "grid_rows": "per clip: real clip; rollout with LAM-inferred actions; rollout with random "
-                     "actions (their first prompt_frames columns are the real prompt)"})
+        "grid_rows": "per clip: real clip; rollout with "
+                     f"{artifacts.get('main_actions', 'LAM-inferred actions')}; "
+                     "rollout with random actions (their first prompt_frames columns are the real "
+                     "prompt)"})
     paths["json"] = media.write_text(os.path.join(out_dir, "eval.json"),
                                      json.dumps(results, indent=2))
     return paths

@@ -224,7 +224,10 @@ def model_flops(config) -> float:
     """FLOPs of one train step without rematerialisation (recompute is not model work): the
     step lowered for one CPU device, counted by XLA's cost analysis of that global program."""
     import jax
-    c = _with(config, **{"model.remat": False, "mesh.shape": (1, 1, 1)})
+    changes = {"model.remat": False, "mesh.shape": (1, 1, 1)}
+    if "microbatches" in config.train:  # the same work; a loop body may be counted once
+        changes["train.microbatches"] = 1
+    c = _with(config, **changes)
     engine = build_engine_on(c, jax.devices("cpu")[:1])
     with engine.context():
         cost = engine.step_fn.lower(engine.abstract_state, engine.abstract_batch(),
@@ -242,6 +245,15 @@ def plan(config, devices, chip: Chip, steps: int | None = None, *,
            "resolution": int(config.data.resolution), "remat": bool(config.model.remat),
            "dtype": str(config.model.dtype), "steps": steps}
     out.update(compile_step(config, devices))
+    k = int(config.train.get("microbatches", 1))
+    out["microbatches"] = k
+    if k > 1 and out["flops_per_chip"] is not None:
+        # XLA's cost analysis counts a loop body once (checked on CPU and TPU with a scan of
+        # matmuls): scale the accumulation loop's figures by its trip count (the optimizer
+        # update outside the loop is over-counted by as much; it is small beside the model).
+        for key in ("flops_per_chip", "bytes_accessed_per_chip", "xla_optimal_seconds"):
+            if out[key] is not None:
+                out[key] *= k
     out["model_flops_per_step"] = model_flops(config) if count_model_flops else None
     return derive(out, chip, steps)
 
@@ -314,12 +326,11 @@ def iter_suggestions(config, devices, chip: Chip, failed: dict | None = None, *,
       * rematerialisation on, when it is off;
       * when the state (params, optimizer) outweighs the temporaries: all data parallelism
         folded into FSDP, then tensor parallelism doubled (while the heads divide);
-      * 2, 4, 8, 16 microbatches (gradient accumulation): the step compiled at batch/k, what
-        one microbatch holds at once, plus an f32 gradient accumulator the size of the
-        sharded parameters (an estimate: the trainer has no accumulation loop). Activations
-        per chip follow the clips per chip, which more tensor parallelism does not reduce
-        (each chip then holds the clips of fewer, larger batch shards), so when temporaries
-        dominate microbatches come before the mesh changes."""
+      * 2, 4, 8, 16 microbatches (`train.microbatches`: gradient accumulation in a scan, the
+        real step compiled). Activations per chip follow the clips per chip, which more tensor
+        parallelism does not reduce (each chip then holds the clips of fewer, larger batch
+        shards), so when temporaries dominate microbatches come before the mesh changes.
+        (`plan` scales XLA's per-loop figures by k.)"""
     n = len(devices)
     data, fsdp, tensor = resolved_mesh(config, n)
     remat = [] if config.model.remat else [("model.remat=True", {"model.remat": True})]
@@ -335,23 +346,21 @@ def iter_suggestions(config, devices, chip: Chip, failed: dict | None = None, *,
                      {"mesh.shape": (1, fsdp // 2, tensor * 2)}))
     B = int(config.data.batch_size)
     ways = resolved_mesh(config, n)[0] * resolved_mesh(config, n)[1]
-    micro = [(f"{k} microbatches of {B // k} (gradient accumulation; estimate)",
-              {"data.batch_size": B // k, "_accumulate": k})
-             for k in (2, 4, 8, 16) if B % k == 0 and (B // k) % ways == 0]
+    k0 = int(config.train.get("microbatches", 1))
+    micro = [(f"train.microbatches={k} (gradient accumulation, {B // k} clips at a time)",
+              {"train.microbatches": k})
+             for k in (2, 4, 8, 16) if k > k0 and B % (k * ways) == 0]
     mem = (failed or {}).get("memory_per_chip_bytes", {})
     state_heavy = mem.get("argument", 0) > mem.get("temp", 0)
     candidates = remat + [(label, {**base, **c}) for label, c in
                           (mesh + micro if state_heavy else micro + mesh)]
     for label, change in candidates[:max_compiles]:
-        change = dict(change)
-        k = change.pop("_accumulate", 1)
         p = plan(_with(config, **change), devices, chip, count_model_flops=False)
-        total = p["memory_per_chip_bytes"]["total"] + (p["param_bytes_per_chip"] if k > 1 else 0)
+        total = p["memory_per_chip_bytes"]["total"]
         fits = chip.hbm_gib is not None and total <= chip.hbm_gib * GIB \
             and not p.get("compiler_error")
         t = p["estimated_step_s"]
-        yield {"change": label, "total_gib": total / GIB, "fits": fits,
-               "estimated_step_s": k * t if t else None}
+        yield {"change": label, "total_gib": total / GIB, "fits": fits, "estimated_step_s": t}
         if fits:
             return
 

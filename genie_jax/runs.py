@@ -56,8 +56,27 @@ def stage_meta(stage: str, sections: dict) -> dict:
         {k: (v.to_dict() if hasattr(v, "to_dict") else dict(v)) for k, v in sections.items()})}
 
 
+# Shape-config keys added after runs were already being saved, with the value those older runs
+# implicitly used: a checkpoint whose meta lacks such a key reads as having that value, so a
+# new option that defaults to the old behaviour never makes an existing run incompatible.
+# Suffix-matched ('model.X' also covers 'tokenizer.model.X' and 'lam.model.X').
+META_DEFAULTS: dict[str, object] = {}
+
+
+def _with_defaults(saved: dict, current: dict) -> dict:
+    out = dict(saved)
+    for key in current:
+        if key in out:
+            continue
+        for suffix, value in META_DEFAULTS.items():
+            if key == suffix or key.endswith("." + suffix):
+                out[key] = value
+    return out
+
+
 def check_compatible(saved: dict, current: dict, where: str) -> None:
     """Raise a UserError listing every config value that differs from the checkpoint's."""
+    saved = _with_defaults(saved, current)
     diffs = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)

@@ -17,6 +17,7 @@ def test_smoke_pipeline_runs_every_stage_and_reports(tmp_path):
            "--budget=smoke", f"--root={root}", f"--data={data}"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.rstrip().endswith(f"genie-jax play --workdir={root / 'dyn'}")
     summary = json.loads((root / "pipeline.json").read_text())
     assert list(summary["seconds"]) == ["data", "tokenizer", "lam", "dynamics", "eval", "sample"]
     h = summary["heldout"]

@@ -122,3 +122,18 @@ def test_a_step_the_compiler_refuses_for_lack_of_hbm_is_a_plan_that_does_not_fit
     line = P.fit_line(p)
     assert line.startswith("DOES NOT FIT: 113.90 GiB per chip of 95 GiB")
     assert "the compiler: HLO temporaries (112.90G) exceeds available HBM (95.74G)" in line
+
+
+def test_microbatches_are_suggested_when_activations_dominate_and_really_compiled():
+    import jax
+    cfg = _config("tokenizer", "size=test")
+    with cfg.unlocked():
+        cfg.model.remat = True
+    devices = jax.devices("cpu")[:1]
+    p = P.plan(cfg, devices, P.CPU, count_model_flops=False)
+    m = p["memory_per_chip_bytes"]
+    assert m["temp"] > m["argument"]  # activations dominate: microbatches come first
+    small = P.Chip("a small chip", hbm_gib=m["total"] / 4 / P.GIB, peak_flops=None)
+    (sug,) = P.suggest(cfg, devices, small, p, max_compiles=1)
+    assert sug["change"].startswith("train.microbatches=2 (gradient accumulation, 4 clips")
+    assert 0 < sug["total_gib"] * P.GIB < m["total"]  # one half-batch of activations at a time

@@ -122,6 +122,11 @@ PARAMS = {
 MESH = {size: (-1, 1, 1) for size in ("test", "tiny", "coinrun", "cpu")}
 MESH.update({"200m": (1, -1, 1), "1b": (1, -1, 1), "11b": (1, -1, 4)})
 
+# Recorded actions per dataset, for dynamics conditioned on the true actions instead of latent ones
+# (knob lam_mode=true_actions): the procedural world's 5 moves, procgen CoinRun's 15 actions.
+TRUE_ACTIONS = {"procedural": 5, "coinrun": 15}
+LAM_MODES = ("frozen", "cotrain", "true_actions")
+
 # ---------------------------------------------------------------------------------------------
 # The CoinRun CPU chain (*_coinrun.py, knob `budget`): train steps of each stage per budget,
 # how many times a run evaluates and checkpoints (evenly spaced) and how often it logs.
@@ -197,6 +202,7 @@ def get_base(size: str, stage: str = "") -> ml_collections.ConfigDict:
     c.train.eval_every = sched["eval_every"]
     c.train.eval_batches = sched["eval_batches"]
     c.train.max_minutes = 0.0      # > 0: save and stop after this much wall time
+    c.train.microbatches = 1       # gradient accumulation: the batch in this many equal slices
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = sched["checkpoint_every"]
@@ -221,6 +227,25 @@ def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
         code_dim=s["code_dim"], commitment=0.25, max_frames=s["max_frames"],
         dtype=s.get("dtype", "float32"), param_dtype="float32", remat=s.get("remat", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
+
+
+def dynamics_model(tok: ml_collections.ConfigDict, lam: ml_collections.ConfigDict, shape: dict,
+                   action_mode: str) -> ml_collections.ConfigDict:
+    """The dynamics model section over a tokenizer and LAM model section (vocabulary, action
+    count, image and patch size are references to theirs) from a DYNAMICS row `shape`."""
+    return ml_collections.ConfigDict(dict(
+        num_codes=tok.get_oneway_ref("num_codes"), num_actions=lam.get_oneway_ref("num_codes"),
+        image_size=tok.get_oneway_ref("image_size"), patch_size=tok.get_oneway_ref("patch_size"),
+        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"],
+        mlp_ratio=shape.get("mlp_ratio", 4.0), dropout=0.0, max_frames=shape["max_frames"],
+        action_mode=action_mode, dtype=shape.get("dtype", "float32"), param_dtype="float32",
+        remat=shape.get("remat", False),
+        attention_impl=ml_collections.FieldReference(None, field_type=str)))
+
+
+def dynamics_loss(restart_dead_after: int) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(mask_min=0.5, mask_max=1.0, lam_weight=1.0,
+                                          lam_vq_weight=1.0, restart_dead_after=restart_dead_after))
 
 
 def set_budget(c: ml_collections.ConfigDict, stage: str, budget: str) -> None:

@@ -10,7 +10,8 @@ Run (after the tokenizer, and for lam_mode=frozen the LAM, of the same size):
       --workdir=runs/dyn_add                       # the action-conditioning ablation
 Knobs: size (test|tiny|cpu|coinrun, or 200m|1b|11b for TPU pods: base.py),
   tokenizer (tokenizer run folder, default runs/tok),
-  lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain),
+  lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain|
+  true_actions: the recorded actions condition the dynamics, no LAM; model.num_actions = 5),
   action_mode (token: each action is an extra token | add: added to the frame's tokens).
 Data, schedule and the tokenizer and LAM shapes are those of tokenizer.py and lam.py of the same
 size (base.py). If those runs used other values, override their sections and the dynamics model
@@ -26,7 +27,7 @@ from experiments.configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
                            lam_mode="frozen", action_mode="token")
-    base.pick(("frozen", "cotrain"), "lam_mode", knobs.lam_mode)
+    base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
     # the frames, schedule and optimizer the tokenizer of this size had
@@ -43,18 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         model=base.video_vq_model(base.LAM[size], image_size=tok.get_oneway_ref("image_size"))))
 
     shape = base.DYNAMICS[size]
-    c.model = ml_collections.ConfigDict(dict(
-        num_codes=tok.get_oneway_ref("num_codes"),
-        num_actions=c.lam.model.get_oneway_ref("num_codes"),
-        image_size=tok.get_oneway_ref("image_size"), patch_size=tok.get_oneway_ref("patch_size"),
-        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"],
-        mlp_ratio=shape.get("mlp_ratio", 4.0), dropout=0.0, max_frames=shape["max_frames"],
-        action_mode=knobs.action_mode, dtype=shape.get("dtype", "float32"),
-        param_dtype="float32", remat=shape.get("remat", False),
-        attention_impl=ml_collections.FieldReference(None, field_type=str)))
-    c.loss = ml_collections.ConfigDict(dict(
-        mask_min=0.5, mask_max=1.0, lam_weight=1.0, lam_vq_weight=1.0,
-        restart_dead_after=base.SCHEDULE[size]["restart_dead_after"]))
+    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode)
+    if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
+        c.model.num_actions = base.TRUE_ACTIONS["procedural"]
+    c.loss = base.dynamics_loss(base.SCHEDULE[size]["restart_dead_after"])
     c.sampling = ml_collections.ConfigDict(dict(
         steps={"test": 4, "tiny": 8, "cpu": 8}.get(size, 25),  # Genie: 25 MaskGIT steps
         temperature=1.0 if size in ("test", "tiny", "cpu") else 2.0, schedule="cosine",

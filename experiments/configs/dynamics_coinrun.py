@@ -5,7 +5,8 @@ Run (after tokenizer_coinrun.py and lam_coinrun.py with the same dir and budget)
       --workdir=runs/dyn_coinrun
 Knobs: dir, budget (as the tokenizer and LAM configs: smoke, seconds; quick, ~12 CPU minutes,
 the `make quickstart` stage; default, ~20; quality, ~40, the dynamics stage of the quality run;
-train steps: base.COINRUN_BUDGET), tokenizer and lam (run folders), lam_mode (frozen|cotrain),
+train steps: base.COINRUN_BUDGET), tokenizer and lam (run folders), lam_mode (frozen|cotrain|
+true_actions: the 15 recorded procgen actions condition the dynamics, no LAM),
 action_mode (token|add, as dynamics.py). The shapes are the CPU-size ones of tokenizer_coinrun.py
 and lam_coinrun.py (base.TOKENIZER["cpu"], base.LAM["cpu"]; a mismatching run is refused by its
 checkpoint meta); the dynamics model follows --config.tokenizer.model.X and
@@ -22,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default",
                            tokenizer="runs/tok_coinrun", lam="runs/lam_coinrun",
                            lam_mode="frozen", action_mode="token")
-    base.pick(("frozen", "cotrain"), "lam_mode", knobs.lam_mode)
+    base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     c = base.get_base("tiny")  # the tokenizer's frames (4-frame windows) and optimizer
     c.stage = "dynamics"
@@ -40,17 +41,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         model=base.video_vq_model(base.LAM["cpu"], image_size=tok.get_oneway_ref("image_size"))))
 
     shape = base.DYNAMICS["tiny"]
-    c.model = ml_collections.ConfigDict(dict(
-        num_codes=tok.get_oneway_ref("num_codes"),
-        num_actions=c.lam.model.get_oneway_ref("num_codes"),
-        image_size=tok.get_oneway_ref("image_size"), patch_size=tok.get_oneway_ref("patch_size"),
-        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"], mlp_ratio=4.0,
-        dropout=0.0, max_frames=shape["max_frames"], action_mode=knobs.action_mode,
-        dtype="float32", param_dtype="float32", remat=False,
-        attention_impl=ml_collections.FieldReference(None, field_type=str)))
-    c.loss = ml_collections.ConfigDict(dict(
-        mask_min=0.5, mask_max=1.0, lam_weight=1.0, lam_vq_weight=1.0,
-        restart_dead_after=base.SCHEDULE["tiny"]["restart_dead_after"]))
+    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode)
+    if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
+        c.model.num_actions = base.TRUE_ACTIONS["coinrun"]
+    c.loss = base.dynamics_loss(base.SCHEDULE["tiny"]["restart_dead_after"])
     c.sampling = ml_collections.ConfigDict(dict(
         steps=8, temperature=1.0, schedule="cosine",
         max_frames=c.data.get_oneway_ref("num_frames")))

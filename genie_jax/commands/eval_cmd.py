@@ -48,12 +48,22 @@ def main(argv):
     nmi = r["action_nmi"]
     nmi_txt = ("" if nmi is None else f"; action NMI {_fmt(nmi['nmi'])}"
                + (f" (CoinRun classes {_fmt(nmi.get('class_nmi'))})" if "class_nmi" in nmi else ""))
+    probe = r.get("action_probe")
+    probe_txt = "" if probe is None else (f"; probe accuracy {_fmt(probe['accuracy'])} "
+                                          f"(chance {_fmt(probe['chance'])})")
+    true = r.get("true_actions")
+    t = r['controllability']['t']
+    true_txt = "" if true is None else (f"; true actions ({true['source']}, {true['clips']} "
+                                        f"clips) PSNR {true['psnr']:.2f}, delta-PSNR@{t} "
+                                        f"{_fmt(true['delta_psnr'])}")
+    lam_txt = "" if r["lam"] is None else f"; LAM usage {r['lam']['code_usage']:.2f}"
     print(f"tokenizer PSNR {r['tokenizer']['psnr']:.2f} SSIM {r['tokenizer']['ssim']:.3f} "
           f"usage {r['tokenizer']['code_usage']:.2f}; rollout PSNR {r['rollout']['psnr']:.2f} "
-          f"SSIM {r['rollout']['ssim']:.3f} (random actions "
-          f"{r['rollout']['random_actions']['psnr']:.2f}); delta-PSNR@{r['controllability']['t']} "
-          f"{_fmt(r['controllability']['delta_psnr'])}; LAM usage {r['lam']['code_usage']:.2f}"
-          f"{nmi_txt}", flush=True)
+          f"SSIM {r['rollout']['ssim']:.3f} ({r['rollout']['actions']} actions; random actions "
+          f"{r['rollout']['random_actions']['psnr']:.2f}, repeat last frame "
+          f"{r['repeat_last_frame']['psnr']:.2f}); delta-PSNR@{t} "
+          f"{_fmt(r['controllability']['delta_psnr'])}{true_txt}{lam_txt}"
+          f"{nmi_txt}{probe_txt}", flush=True)
     print(f"wrote {paths['json']} (+ {', '.join(os.path.basename(paths[k]) for k in ('plot', 'grid', 'gif'))})",
           flush=True)
 

@@ -4,13 +4,14 @@ Config sections:
   model      the Dynamics transformer (num_codes = tokenizer codes, num_actions = LAM codes)
   tokenizer  workdir (a finished tokenizer run) + model (its shape config, checked against the
              checkpoint's meta)
-  lam        mode 'frozen' (params from lam.workdir) or 'cotrain' (trained here, loss added),
-             + model (its shape config)
+  lam        mode 'frozen' (params from lam.workdir), 'cotrain' (trained here, loss added) or
+             'true_actions' (no LAM: the dataset's recorded actions condition the dynamics, an
+             ablation; model.num_actions = the dataset's action count), + model (its shape config)
   loss       mask_min/mask_max (MaskGIT rate r ~ U(min, max)), lam_weight, lam_vq_weight,
              restart_dead_after (LAM codes, cotrain only)
 
 Trainable params: {'dynamics': ...} plus {'lam': ...} when co-training. Frozen params
-{'tokenizer': ..., 'lam': ... (unless co-trained)} are named by `frozen_inputs()` (run folder,
+{'tokenizer': ..., 'lam': ... (only when frozen)} are named by `frozen_inputs()` (run folder,
 expected meta, abstract shapes), read once by the caller (params only, no optimizer state), and
 reach the traced methods as their `frozen` argument; they are never checkpointed here.
 """
@@ -32,7 +33,7 @@ from genie_jax.stages.base import FrozenInput, Stage
 from genie_jax.stages.lam import build_lam
 from genie_jax.stages.tokenizer import build_tokenizer
 
-LAM_MODES = ("frozen", "cotrain")
+LAM_MODES = ("frozen", "cotrain", "true_actions")
 
 
 def _params_init(model):
@@ -68,12 +69,13 @@ def check_dynamics_config(config) -> None:
     if config.lam.mode not in LAM_MODES:
         raise UserError(f"lam.mode must be one of {LAM_MODES}; got {config.lam.mode!r}")
     want = {"model.num_codes": (m.num_codes, tok.num_codes, "tokenizer.model.num_codes"),
-            "model.num_actions": (m.num_actions, lam.num_codes, "lam.model.num_codes"),
             "model.patch_size": (m.patch_size, tok.patch_size, "tokenizer.model.patch_size"),
             "model.image_size": (tuple(m.image_size), tuple(tok.image_size),
                                  "tokenizer.model.image_size"),
             "lam.model.image_size": (tuple(lam.image_size), tuple(tok.image_size),
                                      "tokenizer.model.image_size")}
+    if config.lam.mode != "true_actions":  # true actions: one id per recorded dataset action
+        want["model.num_actions"] = (m.num_actions, lam.num_codes, "lam.model.num_codes")
     bad = [f"{k}={a} but {other}={b}" for k, (a, b, other) in want.items() if a != b]
     if bad:
         raise UserError("inconsistent dynamics config: " + "; ".join(bad))
@@ -90,10 +92,11 @@ class DynamicsStage(Stage):
         self.tokenizer = build_tokenizer(config.tokenizer.model)
         self.lam = build_lam(config.lam.model)
         self.cotrain = config.lam.mode == "cotrain"
+        self.true_actions = config.lam.mode == "true_actions"
 
     # ---- frozen params (host side) ---------------------------------------------------------
     def frozen_inputs(self) -> dict[str, FrozenInput]:
-        """The frozen tokenizer, and the LAM unless it is co-trained: params only."""
+        """The frozen tokenizer, and the LAM when it is frozen: params only."""
         cfg = self.config
         H, W = cfg.tokenizer.model.image_size
         frames = jax.ShapeDtypeStruct((1, 2, H, W, cfg.tokenizer.model.channels), np.uint8)
@@ -101,7 +104,7 @@ class DynamicsStage(Stage):
             "tokenizer.workdir", cfg.tokenizer.workdir,
             stage_meta("tokenizer", {"model": cfg.tokenizer.model}),
             _params_init(self.tokenizer), (frames,))}
-        if not self.cotrain:
+        if cfg.lam.mode == "frozen":
             out["lam"] = FrozenInput("lam.workdir", cfg.lam.workdir,
                                      stage_meta("lam", {"model": cfg.lam.model}),
                                      _params_init(self.lam), (frames,))
@@ -112,7 +115,22 @@ class DynamicsStage(Stage):
         H, W = self.config.tokenizer.model.image_size
         shape = (batch_size, self.config.data.num_frames, H, W,
                  self.config.tokenizer.model.channels)
-        return {"frames": jax.ShapeDtypeStruct(shape, np.uint8)}
+        spec = {"frames": jax.ShapeDtypeStruct(shape, np.uint8)}
+        if self.true_actions:  # actions[t]: the recorded action of transition t -> t+1
+            spec["actions"] = jax.ShapeDtypeStruct(shape[:2], np.int32)
+        return spec
+
+    def check_batch(self, batch, batch_size: int) -> None:
+        super().check_batch(batch, batch_size)
+        if self.true_actions:
+            a = np.asarray(batch["actions"])[:, :-1]  # the last action leads out of the window
+            A = int(self.config.model.num_actions)
+            if a.size and (a.min() < 0 or a.max() >= A):
+                raise UserError(
+                    f"lam.mode=true_actions needs recorded actions in [0, model.num_actions={A}); "
+                    f"the data (data.source={self.config.data.source!r}) has actions in "
+                    f"[{a.min()}, {a.max()}] (-1: unknown). Set model.num_actions to the dataset's "
+                    f"action count, or use a dataset with actions")
 
     # ---- traced ----------------------------------------------------------------------------
     def init(self, rng, batch):
@@ -131,8 +149,12 @@ class DynamicsStage(Stage):
             out["vq_stats"] = {"lam": lam["vq_stats"]}
         return out
 
-    def _actions(self, params, frozen, model_state, frames, rng, train: bool):
-        """Latent actions [B,T-1] (+ LAM loss, metrics and new stats when co-training)."""
+    def _actions(self, params, frozen, model_state, batch, rng, train: bool):
+        """Latent actions [B,T-1] (+ LAM loss, metrics and new stats when co-training); with
+        true actions, the recorded ones (the batch's 'actions')."""
+        frames = batch["frames"]
+        if self.true_actions:
+            return batch["actions"][:, :-1].astype(jnp.int32), 0.0, {}, model_state
         if not self.cotrain:
             return lam_actions(self.lam, frozen["lam"], frames), 0.0, {}, model_state
         r_vq, r_drop = jax.random.split(rng)
@@ -157,7 +179,7 @@ class DynamicsStage(Stage):
         r_lam, r_dyn = jax.random.split(rng)
         frames = batch["frames"]
         tokens = encode_tokens(self.tokenizer, frozen["tokenizer"], frames)
-        actions, lloss, lmetrics, new_state = self._actions(params, frozen, model_state, frames,
+        actions, lloss, lmetrics, new_state = self._actions(params, frozen, model_state, batch,
                                                             r_lam, train=True)
         ce, metrics = self._masked_ce(params, tokens, actions, r_dyn, train=True)
         loss = ce + self.config.loss.lam_weight * lloss
@@ -177,7 +199,7 @@ class DynamicsStage(Stage):
         frames = batch["frames"]
         tokens = encode_tokens(self.tokenizer, frozen["tokenizer"], frames)
         rng = jax.random.PRNGKey(0)  # the same masks at every eval
-        actions, _, lmetrics, _ = self._actions(params, frozen, model_state, frames, rng,
+        actions, _, lmetrics, _ = self._actions(params, frozen, model_state, batch, rng,
                                                 train=False)
         ce, m = self._masked_ce(params, tokens, actions, rng, train=False)
         B = frames.shape[0]
@@ -194,10 +216,11 @@ class DynamicsStage(Stage):
     def visualize(self, params, frozen, model_state, batch):
         """Rows per clip: real frames; tokenizer reconstruction; the last frame predicted in one
         MaskGIT pass (all its tokens masked, argmax) from the real earlier frames."""
-        frames = batch["frames"][:4]
+        batch = {k: v[:4] for k, v in batch.items()}
+        frames = batch["frames"]
         fz = frozen
         tokens = encode_tokens(self.tokenizer, fz["tokenizer"], frames)
-        actions, _, _, _ = self._actions(params, frozen, model_state, frames,
+        actions, _, _, _ = self._actions(params, frozen, model_state, batch,
                                          jax.random.PRNGKey(0), train=False)
         inp = tokens.at[:, -1].set(self.model.mask_id)
         logits = self.model.apply({"params": params["dynamics"]}, inp, actions)

@@ -67,15 +67,44 @@ def due(step: int, every: int, total: int) -> bool:
 # ------------------------------------------------------------------------------------------
 # Pure step functions (jitted once each in `Engine`).
 
-def train_step(state: dict, batch: dict, frozen, *, stage, tx) -> tuple[dict, dict]:
+def split_microbatches(batch: dict, k: int) -> dict:
+    """[B, ...] -> [k, B/k, ...]. Microbatch j takes rows j, j+k, j+2k, ...: a device holding a
+    contiguous block of rows holds its share of every microbatch, so no data moves."""
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1),
+                        batch)
+
+
+def loss_and_grads(stage, params, frozen, model_state, batch, rng, microbatches: int = 1):
+    """-> ((loss, (metrics, model_state)), grads): one pass over the batch, or the mean over
+    `microbatches` equal slices accumulated in a scan (the activations of one slice live at a
+    time; model_state, e.g. VQ statistics, is carried from slice to slice, so VQ code ages
+    count slices: loss.restart_dead_after is then in slices, not steps)."""
+    grad_fn = jax.value_and_grad(
+        lambda p, ms, b, r: stage.loss(p, frozen, ms, b, r), has_aux=True)
+    if microbatches == 1:
+        return grad_fn(params, model_state, batch, rng)
+
+    def body(carry, xs):
+        grads_acc, ms = carry
+        mbatch, i = xs
+        (loss, (metrics, ms)), grads = grad_fn(params, ms, mbatch, jax.random.fold_in(rng, i))
+        return (jax.tree.map(jnp.add, grads_acc, grads), ms), (loss, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (grads, model_state), (losses, metrics) = jax.lax.scan(
+        body, (zeros, model_state),
+        (split_microbatches(batch, microbatches), jnp.arange(microbatches)))
+    mean = lambda x: jnp.mean(x, axis=0)  # noqa: E731
+    grads = jax.tree.map(lambda g: g / microbatches, grads)
+    return (mean(losses), (jax.tree.map(mean, metrics), model_state)), grads
+
+
+def train_step(state: dict, batch: dict, frozen, *, stage, tx,
+               microbatches: int = 1) -> tuple[dict, dict]:
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
-
-    def loss_fn(params):
-        return stage.loss(params, frozen, state["model_state"], batch, rng)
-
-    (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"])
+    (loss, (metrics, model_state)), grads = loss_and_grads(
+        stage, state["params"], frozen, state["model_state"], batch, rng, microbatches)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -164,6 +193,10 @@ def build_engine(config, devices=None) -> Engine:
     if B % batch_ways or B % jax.process_count():
         raise UserError(f"data.batch_size={B} must divide evenly over the mesh's data*fsdp="
                         f"{batch_ways} devices and {jax.process_count()} processes")
+    k = int(config.train.get("microbatches", 1))
+    if k < 1 or B % (k * batch_ways):
+        raise UserError(f"train.microbatches={k} must be >= 1 and split data.batch_size={B} "
+                        f"into equal slices over the mesh's data*fsdp={batch_ways} devices")
     spec = stage.batch_spec(B)
 
     def init_state(rng):
@@ -187,7 +220,7 @@ def build_engine(config, devices=None) -> Engine:
                            for name, fi in stage.frozen_inputs().items()}
         frozen_shardings = jax.tree.map(lambda a: a.sharding, frozen_abstract)
         init_fn = jax.jit(lambda r: strip_boxes(init_state(r)), out_shardings=state_shardings)
-        step_fn = jax.jit(functools.partial(train_step, stage=stage, tx=tx),
+        step_fn = jax.jit(functools.partial(train_step, stage=stage, tx=tx, microbatches=k),
                           in_shardings=(state_shardings, batch_shardings, frozen_shardings),
                           out_shardings=(state_shardings, rep), donate_argnums=(0,))
         eval_fn = jax.jit(functools.partial(eval_step, stage=stage),

@@ -1,0 +1,81 @@
+"""`genie-jax sweep` through the command line: one-line errors, the Genie CoinRun sweep file's
+plan, and (slow) a real multi-stage sweep of subprocess runs with shared upstream runs."""
+import json
+import os
+
+import pytest
+
+from genie_jax.errors import UserError
+from genie_jax.sweep.report import write_report
+from tests.conftest import REPO, run_cli
+
+CFG = os.path.join(REPO, "experiments", "configs")
+
+
+def test_bad_grid_key_is_one_line_before_anything_runs(tmp_path):
+    root = tmp_path / "root"
+    p = run_cli(["sweep", f"--config={CFG}/tokenizer.py:size=test", "--grid=model.widht=8,16",
+                 f"--root={root}"], check=False)
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "grid key 'model.widht' does not exist" in err[0]
+    assert "did you mean model.width" in err[0]
+    assert not root.exists()  # nothing written
+
+
+def test_genie_coinrun_sweep_file_plans_its_runs(tmp_path):
+    p = run_cli(["sweep", "--spec=experiments/sweeps/genie_coinrun.py:budget=smoke",
+                 f"--root={tmp_path / 'root'}", "--dry_run", "--shard=1/4"])
+    lines = p.stdout.strip().splitlines()
+    # 2 action modes x 3 LAM modes x 2 code counts, less true_actions x 8 codes; 2 seeds
+    assert lines[-1] == "20 runs, 3 upstream runs; * = shard 1/4"
+    runs = [ln for ln in lines if ln[:2] in ("* ", "  ")]
+    assert len(runs) == 20 and sum(ln.startswith("*") for ln in runs) == 5
+    first = runs[0]
+    assert first.split(":")[0] == \
+        "  action_mode=token__lam_mode=frozen__lam.model.num_codes=6__seed=0"
+    assert "(actions fit; evals: eval_steps=4, eval_steps=8, eval_steps=25)" in first
+    assert sum("(actions fit;" in ln for ln in runs) == 16  # not the 4 true-action runs
+    ups = [ln for ln in lines if ln.startswith("upstream ")]
+    assert [u.split(":")[0] for u in ups] == ["upstream tokenizer base",
+                                              "upstream lam model.num_codes=6",
+                                              "upstream lam model.num_codes=8"]
+    assert not any("true_actions__lam.model.num_codes=8" in ln for ln in runs)
+    with pytest.raises(UserError, match="holds no sweep.json"):
+        write_report(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_multistage_sweep_shares_upstream_runs_and_reports(tmp_path):
+    root = tmp_path / "sweep"
+    fast = ["train.steps=4", "train.eval_every=4", "checkpoint.every=2"]
+    args = ["sweep", f"--config={CFG}/dynamics.py:size=test",
+            f"--upstream=tokenizer={CFG}/tokenizer.py:size=test",
+            f"--upstream=lam={CFG}/lam.py:size=test", "--grid=lam.mode=frozen,cotrain",
+            *[f"--set={k}" for k in fast], *[f"--set=tokenizer.{k}" for k in fast],
+            *[f"--set=lam.{k}" for k in fast], "--eval_set=episodes=2",
+            "--eval_set=rollout_frames=4", "--eval_set=batch_size=2", "--eval_grid=steps=1,2",
+            f"--root={root}"]
+    p = run_cli(args, timeout=1200)
+    assert "2 done now, 0 done before, 0 busy elsewhere, 0 failed" in p.stdout
+    up_name = "train.steps=4__train.eval_every=4__checkpoint.every=2"
+    for stage in ("tokenizer", "lam"):  # each made once, in one `genie-jax train`
+        log = open(root / "upstream" / stage / up_name / "sweep_train.log").read()
+        assert log.count("$ genie-jax train") == 1
+        assert p.stdout.count(f"upstream {stage} {up_name}: training") == 1
+    frozen, cotrain = (root / "runs" / f"lam.mode={m}__seed=0" for m in ("frozen", "cotrain"))
+    cfg = json.load(open(frozen / "config.json"))
+    assert cfg["lam"]["workdir"] == str(root / "upstream" / "lam" / up_name)
+    assert cfg["tokenizer"]["workdir"] == str(root / "upstream" / "tokenizer" / up_name)
+    for w in (frozen, cotrain):
+        for steps in (1, 2):
+            r = json.load(open(w / f"eval_steps={steps}" / "eval.json"))
+            assert r["settings"]["maskgit_steps"] == steps and r["settings"]["clips"] == 2
+            assert "repeat_last_frame" in r and r["action_probe"] is not None
+    p = run_cli(args)  # resumed: nothing left to do
+    assert "0 done now, 2 done before" in p.stdout and "training" not in p.stdout
+    r = write_report(str(root))
+    assert [row["label"] for row in r["rows"]] == [
+        "lam.mode=frozen [eval steps=1]", "lam.mode=frozen [eval steps=2]",
+        "lam.mode=cotrain [eval steps=1]", "lam.mode=cotrain [eval steps=2]"]
+    assert "eval.rollout.psnr" in r["metrics"] and "summary.eval.ce" in r["metrics"]
