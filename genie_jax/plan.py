@@ -13,8 +13,8 @@ own figures:
   * model FLOPs: the step lowered once more on one CPU device with rematerialisation off, so
     recomputation is not counted (XLA's cost analysis of the unpartitioned program);
   * from these, MFU = model FLOPs / (chips x peak FLOP/s x step time), and days for N steps.
-When the total does not fit, `suggest` compiles variants (remat on, more FSDP, more tensor
-parallelism, microbatches) and keeps those that fit.
+When the total does not fit, `suggest` compiles variants (remat on, microbatches, more FSDP,
+more tensor parallelism) until one fits.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def cpu_devices(n: int) -> list:
 def _with(config, **changes):
     """A copy of `config` with dotted keys changed, e.g. {'model.remat': True}."""
     c = copy.deepcopy(config)
-    with c.unlocked() if hasattr(c, "unlocked") else _null():
+    with c.unlocked() if hasattr(c, "unlocked") else contextlib.nullcontext():
         for key, value in changes.items():
             *path, last = key.split(".")
             node = c
@@ -102,14 +102,6 @@ def _with(config, **changes):
                 node = node[p]
             node[last] = value
     return c
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def resolved_mesh(config, n_devices: int) -> tuple[int, int, int]:
