@@ -8,6 +8,8 @@
   genie-jax play --workdir=runs/dyn [--port=8000 --host=127.0.0.1 --prompt=random|EPISODE|FILE]
   genie-jax sweep --config=FILE[:knobs] --grid=KEY=V1,V2 [--seeds=N] --root=DIR [--shard=I/N]
   genie-jax sweep report --root=DIR
+  genie-jax plan --config=experiments/configs/dynamics.py:size=11b --topology=v5p:8x8x4 \
+      [--devices=N --steps=125000 --out=plan.json]
   genie-jax data ...     (dataset tooling; see `genie-jax data --help`)
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ commands:
   play    play a dynamics run in the browser (keys -> actions, one model step per press)
   sweep   a grid of runs over config keys and seeds, resumable and shardable (sweep report:
           mean/std over seeds, differences from a baseline, learning curves)
+  plan    will a config fit a TPU topology, and how fast will it run? (compiled ahead of time)
   data    convert videos / generate game datasets (genie-jax data --help)
 """
 
@@ -46,7 +49,7 @@ def run(argv: list[str] | None = None) -> None:
         from genie_jax.commands import train_cmd
         train_cmd.run([argv[0]] + rest)
         return
-    if command in ("eval", "sample", "actions", "play", "sweep"):
+    if command in ("eval", "sample", "actions", "play", "sweep", "plan"):
         import importlib
         mod = importlib.import_module(f"genie_jax.commands.{command}_cmd")
         mod.run([argv[0]] + rest)

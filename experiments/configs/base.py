@@ -13,9 +13,21 @@ from ml_collections.config_dict.config_dict import _Op
 from genie_jax.sharding import DEFAULT_RULES
 
 # ---------------------------------------------------------------------------------------------
-# Size tables. Sizes: test (seconds-long runs for the test suite), tiny (CPU runs in minutes on
-# 32x32 procedural video), coinrun (Genie's CoinRun study, 64x64); the model tables also have
-# cpu (the tiny models on 64x64 CoinRun frames: the *_coinrun.py chain).
+# Size tables. Every size is a row of each table below; a config picks its row with the `size`
+# knob (`tokenizer.py:size=1b`) and copies nothing. Sizes:
+#   test     seconds-long runs for the test suite
+#   tiny     CPU runs in minutes on 32x32 procedural video
+#   cpu      the tiny models on 64x64 frames (the *_coinrun.py CPU chain)
+#   coinrun  Genie's CoinRun study, 64x64
+#   200m     every model ~200M parameters
+#   1b       a ~1B dynamics model on Genie's tokenizer (~200M) and LAM (~300M)
+#   11b      Genie's final model: ~10.1B dynamics, ~200M tokenizer, ~300M LAM
+# The three big sizes are for TPU pods (`genie-jax plan` sizes them, see experiments/RESULTS.md):
+# 128x128 frames (Genie's 160x90 frames hold 14,400 pixels; ours must be square), patch 4,
+# 16-frame clips, bf16 compute on f32 parameters, rematerialised blocks. Their shapes (width,
+# depth, heads) are ours, chosen to hit the paper's parameter totals; PARAMS holds the totals.
+SIZES = ("test", "tiny", "coinrun", "cpu", "200m", "1b", "11b")
+POD_SIZES = ("200m", "1b", "11b")
 
 # Procedural video (the *_coinrun.py configs point data at a dataset directory instead).
 DATA = {
@@ -23,6 +35,16 @@ DATA = {
                  episode_length=16),
     "tiny": dict(resolution=32, num_frames=4, batch_size=4),
     "coinrun": dict(resolution=64, num_frames=16, batch_size=48),
+    "cpu": dict(resolution=64, num_frames=4, batch_size=4),
+    "200m": dict(resolution=128, num_frames=16, batch_size=128),
+    # 1b: 2 clips per chip of v5p:4x4x2 (batch 256 needs 113 GiB per chip: genie-jax plan)
+    "1b": dict(resolution=128, num_frames=16, batch_size=64),
+    "11b": dict(resolution=128, num_frames=16, batch_size=512),  # Genie: batch 512
+}
+# Global batch of a stage where it differs from DATA's.
+STAGE_BATCH = {
+    "lam": {"tiny": 16, "coinrun": 36},  # coinrun: Genie's CoinRun study
+    "dynamics": {"coinrun": 36},
 }
 
 # Train length, log/eval/checkpoint cadence, optimizer and VQ dead-code restart period per size.
@@ -35,6 +57,11 @@ SCHEDULE = {
     "coinrun": dict(steps=100_000, log_every=50, eval_every=2000, eval_batches=4,
                     checkpoint_every=2000, lr=3e-4, warmup_steps=200, restart_dead_after=100),
 }
+SCHEDULE["cpu"] = SCHEDULE["tiny"]
+for _size in POD_SIZES:  # Genie trained 125k steps
+    SCHEDULE[_size] = dict(steps=125_000, log_every=100, eval_every=5000, eval_batches=4,
+                           checkpoint_every=2500, lr=3e-4, warmup_steps=2000,
+                           restart_dead_after=100)
 
 # ST-ViViT VQ-VAE video tokenizer.
 TOKENIZER = {
@@ -48,6 +75,12 @@ TOKENIZER = {
                     num_codes=1024, code_dim=32, max_frames=16),
 }
 TOKENIZER["cpu"] = dict(TOKENIZER["tiny"], patch_size=4)  # 64x64 frames: a 16x16 token grid
+# Pod sizes: bf16 compute, f32 parameters, blocks rematerialised in the backward pass.
+_POD = dict(mlp_ratio=4.0, dtype="bfloat16", remat=True)
+# ~200M: 12 ST blocks of width 1024 (Genie's ST-ViViT tokenizer: 205M).
+TOKENIZER["200m"] = dict(_POD, patch_size=4, width=1024, depth=6, decoder_depth=6, num_heads=16,
+                         num_codes=1024, code_dim=32, max_frames=16)
+TOKENIZER["1b"] = TOKENIZER["11b"] = TOKENIZER["200m"]
 
 # Latent action model: the tokenizer's video VQ-VAE with 6 codes (6 latent actions, as Genie's
 # CoinRun study) and patch 4: the LAM needs what changed, not pixel detail.
@@ -55,13 +88,39 @@ LAM = {size: dict(TOKENIZER[size], patch_size=4, num_codes=6)
        for size in ("test", "tiny", "coinrun")}
 # An 8x8 patch grid of a 64x64 frame is enough to see what moved, and keeps the decoder cheap.
 LAM["cpu"] = dict(LAM["tiny"], patch_size=8)
+# Pod sizes: 8 latent actions and patch 16 (as Genie); ~200M (12 blocks of width 1024) and, at
+# 1b and 11b, Genie's ~300M (18 blocks).
+LAM["200m"] = dict(TOKENIZER["200m"], patch_size=16, num_codes=8)
+LAM["1b"] = LAM["11b"] = dict(LAM["200m"], depth=9, decoder_depth=9)
 
 # MaskGIT dynamics transformer (its codes, actions and patch size come from the tokenizer/LAM).
 DYNAMICS = {
     "test": dict(width=32, depth=1, num_heads=2, max_frames=8),
     "tiny": dict(width=128, depth=4, num_heads=4, max_frames=16),
     "coinrun": dict(width=512, depth=12, num_heads=8, max_frames=16),  # Genie's CoinRun: 12 layers
+    "200m": dict(_POD, width=1024, depth=12, num_heads=16, max_frames=16),
+    "1b": dict(_POD, width=2048, depth=15, num_heads=16, max_frames=16),
+    # Genie's 10.1B dynamics; head width 128; 40 heads split evenly over a tensor axis of 2-8.
+    "11b": dict(_POD, width=5120, depth=24, num_heads=40, max_frames=16),
 }
+DYNAMICS["cpu"] = DYNAMICS["tiny"]
+
+# Trainable parameters of each stage's model by size (the dynamics without its frozen LAM), to
+# 2 significant figures; tests/test_sizes.py counts them (jax.eval_shape) to within 5%.
+PARAMS = {
+    "tokenizer": {"test": 40e3, "tiny": 1.2e6, "coinrun": 68e6, "cpu": 1.2e6,
+                  "200m": 200e6, "1b": 200e6, "11b": 200e6},
+    "lam": {"test": 41e3, "tiny": 1.1e6, "coinrun": 68e6, "cpu": 1.2e6,
+            "200m": 200e6, "1b": 300e6, "11b": 300e6},
+    "dynamics": {"test": 22e3, "tiny": 1.4e6, "coinrun": 52e6, "cpu": 1.4e6,
+                 "200m": 200e6, "1b": 1.0e9, "11b": 10.1e9},
+}
+
+# Device mesh (data, fsdp, tensor) per size; -1 takes the devices left. The CPU sizes are data
+# parallel; the pod sizes shard parameters and optimizer state over every device (FSDP), and
+# 11b also splits heads and MLP over a tensor axis of 4 (genie-jax plan: experiments/RESULTS.md).
+MESH = {size: (-1, 1, 1) for size in ("test", "tiny", "coinrun", "cpu")}
+MESH.update({"200m": (1, -1, 1), "1b": (1, -1, 1), "11b": (1, -1, 4)})
 
 # Recorded actions per dataset, for dynamics conditioned on the true actions instead of latent ones
 # (knob lam_mode=true_actions): the procedural world's 5 moves, procgen CoinRun's 15 actions.
@@ -90,10 +149,19 @@ def pick(choices, knob: str, value: str):
     return choices[value] if isinstance(choices, dict) else value
 
 
-def get_base(size: str) -> ml_collections.ConfigDict:
-    """The sections every stage has, with the data and schedule of `size` (DATA, SCHEDULE); a
-    stage config adds `model`, `loss` and whatever else is its own."""
-    data, sched = pick(DATA, "size", size), pick(SCHEDULE, "size", size)
+def check_size(size: str) -> str:
+    """`size` if it is a row of the size tables, else a ValueError listing them."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r} (test, tiny, coinrun), cpu (the models of the "
+                         f"CoinRun CPU chain) or a pod size ({', '.join(POD_SIZES)})")
+    return size
+
+
+def get_base(size: str, stage: str = "") -> ml_collections.ConfigDict:
+    """The sections every stage has, with the data, schedule and mesh of `size` (DATA, SCHEDULE,
+    MESH) and the batch of `stage` (STAGE_BATCH); a stage config adds `model`, `loss` and
+    whatever else is its own."""
+    data, sched = DATA[check_size(size)], SCHEDULE[size]
     c = ml_collections.ConfigDict()
     c.stage = ""
     c.seed = 0
@@ -114,6 +182,7 @@ def get_base(size: str) -> ml_collections.ConfigDict:
     c.data.read_threads = 1
     c.data.prefetch = 2
     c.data.update(data)
+    c.data.batch_size = STAGE_BATCH.get(stage, {}).get(size, c.data.batch_size)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = sched["lr"]
@@ -141,7 +210,7 @@ def get_base(size: str) -> ml_collections.ConfigDict:
     c.checkpoint.async_save = True
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.shape = (-1, 1, 1)      # (data, fsdp, tensor); -1 takes the remaining devices
+    c.mesh.shape = MESH[size]      # (data, fsdp, tensor); -1 takes the remaining devices
 
     c.sharding = ml_collections.ConfigDict()
     c.sharding.rules = [list(r) for r in DEFAULT_RULES]
@@ -154,9 +223,10 @@ def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         image_size=image_size, channels=3, patch_size=s["patch_size"], width=s["width"],
         depth=s["depth"], decoder_depth=s["decoder_depth"], num_heads=s["num_heads"],
-        mlp_ratio=4.0, dropout=0.0, num_codes=s["num_codes"], code_dim=s["code_dim"],
-        commitment=0.25, max_frames=s["max_frames"], dtype="float32", param_dtype="float32",
-        remat=False, attention_impl=ml_collections.FieldReference(None, field_type=str)))
+        mlp_ratio=s.get("mlp_ratio", 4.0), dropout=0.0, num_codes=s["num_codes"],
+        code_dim=s["code_dim"], commitment=0.25, max_frames=s["max_frames"],
+        dtype=s.get("dtype", "float32"), param_dtype="float32", remat=s.get("remat", False),
+        attention_impl=ml_collections.FieldReference(None, field_type=str)))
 
 
 def dynamics_model(tok: ml_collections.ConfigDict, lam: ml_collections.ConfigDict, shape: dict,
@@ -166,9 +236,10 @@ def dynamics_model(tok: ml_collections.ConfigDict, lam: ml_collections.ConfigDic
     return ml_collections.ConfigDict(dict(
         num_codes=tok.get_oneway_ref("num_codes"), num_actions=lam.get_oneway_ref("num_codes"),
         image_size=tok.get_oneway_ref("image_size"), patch_size=tok.get_oneway_ref("patch_size"),
-        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"], mlp_ratio=4.0,
-        dropout=0.0, max_frames=shape["max_frames"], action_mode=action_mode,
-        dtype="float32", param_dtype="float32", remat=False,
+        width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"],
+        mlp_ratio=shape.get("mlp_ratio", 4.0), dropout=0.0, max_frames=shape["max_frames"],
+        action_mode=action_mode, dtype=shape.get("dtype", "float32"), param_dtype="float32",
+        remat=shape.get("remat", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
 
 

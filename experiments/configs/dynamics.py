@@ -8,7 +8,8 @@ Run (after the tokenizer, and for lam_mode=frozen the LAM, of the same size):
       --workdir=runs/dyn_cotrain
   genie-jax train --config=experiments/configs/dynamics.py:size=tiny,action_mode=add \
       --workdir=runs/dyn_add                       # the action-conditioning ablation
-Knobs: size (test|tiny|coinrun), tokenizer (tokenizer run folder, default runs/tok),
+Knobs: size (test|tiny|cpu|coinrun, or 200m|1b|11b for TPU pods: base.py),
+  tokenizer (tokenizer run folder, default runs/tok),
   lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain|
   true_actions: the recorded actions condition the dynamics, no LAM; model.num_actions = 5),
   action_mode (token: each action is an extra token | add: added to the frame's tokens).
@@ -29,10 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
-    c = base.get_base(size)  # the frames, schedule and optimizer the tokenizer of this size had
+    # the frames, schedule and optimizer the tokenizer of this size had
+    c = base.get_base(size, "dynamics")
     c.stage = "dynamics"
-    if size == "coinrun":
-        c.data.batch_size = 36  # Genie's CoinRun study
 
     c.tokenizer = ml_collections.ConfigDict(dict(
         workdir=knobs.tokenizer,
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.num_actions = base.TRUE_ACTIONS["procedural"]
     c.loss = base.dynamics_loss(base.SCHEDULE[size]["restart_dead_after"])
     c.sampling = ml_collections.ConfigDict(dict(
-        steps={"test": 4, "tiny": 8, "coinrun": 25}[size],
-        temperature=2.0 if size == "coinrun" else 1.0, schedule="cosine",
+        steps={"test": 4, "tiny": 8, "cpu": 8}.get(size, 25),  # Genie: 25 MaskGIT steps
+        temperature=1.0 if size in ("test", "tiny", "cpu") else 2.0, schedule="cosine",
         max_frames=c.data.get_oneway_ref("num_frames")))
     return c
