@@ -69,7 +69,7 @@ def tpu_devices(topology: str) -> list:
     # libtpu at once; without this the second one fails on libtpu's lockfile.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
-        import libtpu  # noqa: F401
+        import libtpu  # noqa: F401  (only: is it installed)
     except ImportError:
         raise UserError(f"--topology needs libtpu: {INSTALL_HINT}") from None
     from jax.experimental import topologies
@@ -115,33 +115,11 @@ def resolved_mesh(config, n_devices: int) -> tuple[int, int, int]:
     return tuple(int(s) for s in shape)
 
 
-@contextlib.contextmanager
-def _keys_made_off_mesh():
-    """build_engine (and the dynamics stage's frozen_inputs) call jax.random.PRNGKey(0) eagerly
-    inside jax.set_mesh(mesh). On a mesh of a TPU topology description there is no device to
-    run that on ("'Executable' object has no attribute 'local_devices'"), so for the length of
-    build_engine the key is made once, here, off the mesh. The keys only feed jax.eval_shape."""
-    import jax
-    real = jax.random.PRNGKey
-    made = {0: real(0)}
-
-    def key(seed, *args, **kwargs):
-        if isinstance(seed, int) and seed in made and not args and not kwargs:
-            return made[seed]
-        return real(seed, *args, **kwargs)
-    jax.random.PRNGKey = key
-    try:
-        yield
-    finally:
-        jax.random.PRNGKey = real
-
-
 def build_engine_on(config, devices):
     """The training engine of `config` over `devices` (addressable or not)."""
     from genie_jax.train.trainer import build_engine
     try:
-        with _keys_made_off_mesh():
-            return build_engine(config, devices=devices)
+        return build_engine(config, devices=devices)
     except ValueError as e:  # a mesh shape that does not match the device count
         raise UserError(f"{e} (config mesh.shape {tuple(config.mesh.shape)})") from None
 

@@ -38,9 +38,10 @@ LAM_MODES = ("frozen", "cotrain", "true_actions")
 
 def _params_init(model):
     """frames -> model params (an init whose shapes give a frozen input's abstract params)."""
-    rngs = {"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(0),
-            "dropout": jax.random.PRNGKey(0)}
-    return lambda frames: model.init(rngs, frames)["params"]
+    def init(frames):  # keys made inside: traced under eval_shape, never run on a device
+        key = jax.random.PRNGKey(0)
+        return model.init({"params": key, "vq": key, "dropout": key}, frames)["params"]
+    return init
 
 
 def build_dynamics(model_cfg) -> Dynamics:

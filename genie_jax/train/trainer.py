@@ -208,8 +208,9 @@ def build_engine(config, devices=None) -> Engine:
                 "opt_state": tx.init(params), "rng": train_rng,
                 "first_bad_step": jnp.full((), -1, jnp.int32)}
 
+    key = jax.random.PRNGKey(0)  # made off the mesh: a TPU topology mesh has no device to run on
     with use_mesh(mesh, rules):
-        boxed = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+        boxed = jax.eval_shape(init_state, key)
         state_shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
         abstract = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
