@@ -75,14 +75,7 @@ def matmul_peak(n: int, dtype="float32", reps: int = 10) -> float:
     return 2 * n ** 3 / sorted(times)[reps // 2]
 
 
-def random_frozen(abstract):
-    """Stand-ins for frozen params (random, on their shardings): nothing is read from disk."""
-    import jax
-    leaves, tree = jax.tree.flatten(abstract)
-    keys = jax.random.split(jax.random.PRNGKey(0), max(len(leaves), 1))
-    return jax.tree.unflatten(tree, [
-        jax.device_put(0.02 * jax.random.normal(k, a.shape, a.dtype), a.sharding)
-        for k, a in zip(keys, leaves)])
+from experiments.bench_lib import random_frozen  # noqa: E402
 
 
 def bench_size(stage: str, size: str, steps: int) -> dict:

@@ -1,0 +1,145 @@
+"""One short accelerator run for the GPU figures of the sampler and the train steps.
+
+  python experiments/bench_gpu.py --out=bench_results/gpu.json [--steps=10] [--peak_tflops=989]
+
+Rows (all CoinRun size, 64x64, patch 4, width 512, random params; nothing is read from disk):
+  train   tokenizer (8+8 layers, batch 48 x 16 frames) and dynamics (12 layers on a frozen
+          tokenizer and LAM, batch 36 x 16 frames), bf16 compute on f32 params, with
+          jax.nn.dot_product_attention's XLA and cuDNN implementations: step time, tokens/s,
+          XLA-counted FLOP/s and MFU against the chip's dense bf16 peak (--peak_tflops; 989 for
+          the H100 SXM and H200).
+  sample  WorldModel.step, batch 1, 25 MaskGIT steps, 16-frame buffer, after the buffer is full:
+          p50/p95 latency and frames/s, f32 and bf16, learned (absolute) and rotary temporal
+          positions (the rolling KV cache).
+The device image has no grain (the data loader and checkpoints are not used here), so a stand-in
+module is registered when it is missing.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import time
+import types
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_OUT = flags.DEFINE_string("out", "bench_results/gpu.json", "where to write the JSON")
+_STEPS = flags.DEFINE_integer("steps", 10, "timed train steps / sampler steps per row")
+_PEAK = flags.DEFINE_float("peak_tflops", 989.0, "dense bf16 peak of the chip, TFLOP/s")
+_PARTS = flags.DEFINE_list("parts", ["train", "sample"], "which rows to run")
+_IMPLS = flags.DEFINE_list("attention", ["xla", "cudnn"], "attention implementations to time")
+_SIZE = flags.DEFINE_string("size", "coinrun", "config size (test: a seconds-long CPU dry run)")
+
+
+def _set_models(cfg, **kw):
+    for sec in ("model", "tokenizer", "lam"):
+        if sec in cfg:
+            m = cfg[sec] if sec == "model" else cfg[sec].model
+            m.update(kw)
+
+
+def train_row(stage: str, impl: str, steps: int, peak: float, size: str) -> dict:
+    import jax
+    from experiments.bench_lib import random_frozen
+    from genie_jax.train.trainer import build_engine
+    cfg = importlib.import_module(f"experiments.configs.{stage}").get_config(f"size={size}")
+    if size == "coinrun":
+        cfg.data.num_frames = 16
+    _set_models(cfg, dtype="bfloat16", attention_impl=impl)
+    engine = build_engine(cfg)
+    frozen = random_frozen(engine.frozen_abstract)
+    spec = engine.abstract_batch()
+    batch = {k: jax.device_put(jax.random.randint(jax.random.PRNGKey(1), s.shape, 0, 255)
+                               .astype(s.dtype), s.sharding) for k, s in spec.items()}
+    with engine.context():
+        state = engine.init_fn(jax.random.PRNGKey(0))
+        t0 = time.perf_counter()
+        compiled = engine.step_fn.lower(state, batch, frozen).compile()
+        compile_s = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0))
+        for _ in range(2):
+            state, m = compiled(state, batch, frozen)
+        jax.block_until_ready(m)
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            state, m = compiled(state, batch, frozen)
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t)
+    step_s = sorted(times)[len(times) // 2]
+    B, T = cfg.data.batch_size, cfg.data.num_frames
+    n_tok = B * T * (cfg.data.resolution // cfg.model.patch_size) ** 2
+    return {"part": "train", "stage": stage, "attention": impl, "batch": B, "frames": T,
+            "params": engine.param_count(), "compile_s": compile_s, "step_s_p50": step_s,
+            "step_s_all": times, "tokens_per_s": n_tok / step_s, "flops_per_step": flops,
+            "tflops_per_s": flops / step_s / 1e12, "mfu": flops / step_s / (peak * 1e12),
+            "loss": float(m["loss"])}
+
+
+def sample_row(dtype: str, temporal_pos: str, steps: int, size: str) -> dict:
+    import jax
+    import numpy as np
+    from experiments.bench_lib import bench_config, random_world_model
+    cfg = bench_config(size, 64, temporal_pos)
+    _set_models(cfg, dtype=dtype)
+    wm = random_world_model(cfg, steps=25, temperature=2.0)
+    prompt = np.random.default_rng(0).integers(0, 255, (1, 1, 64, 64, 3), dtype=np.uint8)
+    state = wm.reset(prompt)
+    t0 = time.perf_counter()
+    frame, state = wm.step(state, 0)
+    jax.block_until_ready(frame)
+    first_s = time.perf_counter() - t0
+    for a in range(wm.max_frames):  # fill the buffer: steady state slides every step
+        frame, state = wm.step(state, a % 6)
+    np.asarray(frame)
+    times = []
+    for a in range(steps):
+        t = time.perf_counter()
+        frame, state = wm.step(state, a % 6)
+        np.asarray(frame)  # the frame on the host, as a player needs it
+        times.append(time.perf_counter() - t)
+    ts = np.sort(times)
+    p50, p95 = float(np.percentile(ts, 50)), float(np.percentile(ts, 95))
+    return {"part": "sample", "dtype": dtype, "temporal_pos": temporal_pos, "maskgit_steps": 25,
+            "buffer": wm.max_frames, "first_step_s": first_s, "p50_ms": 1e3 * p50,
+            "p95_ms": 1e3 * p95, "frames_per_s": 1.0 / p50, "traces": wm.trace_count}
+
+
+def main(_):
+    if importlib.util.find_spec("grain") is None:
+        sys.modules["grain"] = types.ModuleType("grain")
+    import jax
+    import flax
+    out = {"device": str(jax.devices()[0]), "backend": jax.default_backend(),
+           "jax": jax.__version__, "flax": flax.__version__, "rows": []}
+    print(json.dumps({k: v for k, v in out.items() if k != "rows"}), flush=True)
+    jobs = []
+    if "train" in _PARTS.value:
+        jobs += [(train_row, (s, i, _STEPS.value, _PEAK.value, _SIZE.value))
+                 for s in ("tokenizer", "dynamics") for i in _IMPLS.value]
+    if "sample" in _PARTS.value:
+        jobs += [(sample_row, (d, p, max(_STEPS.value, 20), _SIZE.value))
+                 for d in ("bfloat16", "float32") for p in ("learned", "rope")]
+    for fn, args in jobs:
+        try:
+            row = fn(*args)
+        except Exception as e:  # noqa: BLE001 - one failing row (e.g. cuDNN refusing a shape)
+            row = {"part": fn.__name__, "args": list(map(str, args)),
+                   "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+        out["rows"].append(row)
+        print(json.dumps({k: v for k, v in row.items() if not k.endswith("_all")}), flush=True)
+        os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+        with open(_OUT.value + ".tmp", "w") as f:
+            json.dump(out, f, indent=2)
+        os.replace(_OUT.value + ".tmp", _OUT.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
