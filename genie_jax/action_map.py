@@ -53,6 +53,12 @@ def default_keys(names, latent_ids: bool = False) -> dict[str, str]:
             else _NAME_KEYS.get(name.upper(), ())
         for k in wanted:
             keys.setdefault(k, name)
+    upper = {n.upper(): n for n in names}
+    # Games without FIRE/DOWN (CoinRun): space jumps, down stands still, so arrows, WASD and
+    # space all do something.
+    for key, name in ((" ", "UP"), ("ArrowDown", "NOOP"), ("s", "NOOP")):
+        if not latent_ids and name in upper:
+            keys.setdefault(key, upper[name])
     for i, name in enumerate(names[:10]):
         digit = name if latent_ids else str((i + 1) % 10)
         keys.setdefault(digit, name)
