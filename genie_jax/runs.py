@@ -136,8 +136,16 @@ class Run:
         self.workdir = os.path.abspath(workdir)  # orbax (tensorstore) needs absolute paths
         self.what = what  # how errors name this run, e.g. 'tokenizer.workdir'
 
-    def config(self) -> ml_collections.ConfigDict:
-        """The config the run wrote to WORKDIR/config.json."""
+    def config(self, stage: str | None = None) -> ml_collections.ConfigDict:
+        """The config the run wrote to WORKDIR/config.json; with `stage`, a run of that stage."""
+        if stage is not None and not os.path.isdir(self.workdir):
+            raise UserError(f"workdir {self.workdir!r} does not exist")
+        cfg = self._read_config()
+        if stage is not None and cfg.get("stage") != stage:
+            raise UserError(f"{self.workdir} is a {cfg.get('stage')!r} run, not a {stage} run")
+        return cfg
+
+    def _read_config(self) -> ml_collections.ConfigDict:
         path = os.path.join(self.workdir, "config.json")
         if not os.path.exists(path):
             raise UserError(f"{path} does not exist; is {self.workdir!r} a genie-jax run folder? "

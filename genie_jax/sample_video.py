@@ -74,11 +74,7 @@ def sample(workdir: str, s: SampleSettings, log=print) -> dict:
     from genie_jax.sampling import rollout
     from genie_jax.runs import Run
     check_settings(s)
-    if not os.path.isdir(workdir):
-        raise UserError(f"workdir {workdir!r} does not exist")
-    cfg = Run(workdir).config()
-    if cfg.get("stage") != "dynamics":
-        raise UserError(f"{workdir} is a {cfg.get('stage')!r} run, not a dynamics run")
+    cfg = Run(workdir).config(stage="dynamics")
     from genie_jax.action_map import load_action_map
     amap = load_action_map(workdir, int(cfg.model.num_actions))
     K = s.prompt_frames

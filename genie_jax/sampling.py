@@ -94,9 +94,7 @@ class WorldModel:
         """A dynamics run folder -> WorldModel (its params; tokenizer/LAM params from the run
         folders its config names, or the co-trained LAM from its own checkpoint)."""
         run = Run(workdir, "dynamics run")
-        cfg = run.config()
-        if cfg.get("stage") != "dynamics":
-            raise UserError(f"{workdir} is a {cfg.get('stage')!r} run, not a dynamics run")
+        cfg = run.config(stage="dynamics")
         stage = DynamicsStage(cfg)
         spec = {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in stage.batch_spec(1).items()}
         abstract = abstract_variables(

@@ -30,15 +30,11 @@ def _pct(x) -> str:
 
 
 def _show(workdir: str) -> None:
-    from genie_jax.action_map import FILENAME, load_action_map
     import os
 
+    from genie_jax.action_map import FILENAME, load_action_map
     from genie_jax.runs import Run
-    if not os.path.isdir(workdir):
-        raise UserError(f"workdir {workdir!r} does not exist")
-    cfg = Run(workdir).config()
-    if cfg.get("stage") != "dynamics":
-        raise UserError(f"{workdir} is a {cfg.get('stage')!r} run, not a dynamics run")
+    cfg = Run(workdir).config(stage="dynamics")
     m = load_action_map(workdir, int(cfg.model.num_actions))
     origin = (f"{os.path.join(workdir, FILENAME)} (held-out accuracy {_pct(m.accuracy)})"
               if m.source == "fit" else "numbered latent actions (no action map fitted)")

@@ -137,7 +137,6 @@ def test_halton_rank_is_a_permutation_that_spreads_the_first_tokens(N):
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_halton_order_decodes_in_rank_order(temperature):
-    from genie_jax.models.maskgit import halton_rank  # noqa: F401
     B, N, V, steps = 2, 16, 5, 4
     logits = jax.random.normal(jax.random.PRNGKey(0), (B, N, V))
     seen = []
