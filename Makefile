@@ -31,11 +31,13 @@ quickstart: $(STAMP)
 quickstart-tokenizer: $(STAMP)
 	$(VENV)/bin/genie-jax train --config=experiments/configs/tokenizer.py:size=tiny --workdir=runs/quickstart
 
+# Two pytest-xdist workers: most test time is XLA compiling, which runs on one core.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-all: $(STAMP) browser
-	$(PY) -m pytest -q -m ""
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m ""
 
 bench: $(STAMP)
 	$(PY) experiments/bench.py --out=bench_results/bench.json

@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from tests.conftest import REPO, TOKENIZER_CFG, run_cli
+from tests.conftest import REPO, TOKENIZER_CFG, run_cli, xla_env
+from tests.train import probe
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
 
@@ -80,9 +81,8 @@ def test_nan_stops_the_run_without_checkpointing_bad_state(tmp_path):
 
 
 def _spawn(wd, *extra):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     return subprocess.Popen([sys.executable, "-m", "genie_jax", "train", CFG, f"--workdir={wd}",
-                             *extra], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                             *extra], env=xla_env(1), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -115,10 +115,8 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     lines = [[{k: v for k, v in json.loads(x).items() if k not in timing}
               for x in open(os.path.join(d, "metrics.jsonl"))] for d in (ref, wd)]
     assert lines[0] == lines[1]
-    probe = os.path.join(REPO, "tests", "train", "probe.py")
-    for d in (ref, wd):
-        subprocess.run([sys.executable, probe, d, f"{d}/params.npz", "1,1,1",
-                        "train.steps=24", "checkpoint.every=3"], cwd=REPO, check=True, capture_output=True)
+    for d in (ref, wd):  # the final checkpoints, restored here (one device, like the runs)
+        probe.main(d, f"{d}/params.npz", "1,1,1", "train.steps=24", "checkpoint.every=3")
     a, b = np.load(f"{ref}/params.npz"), np.load(f"{wd}/params.npz")
     assert int(a["__step"]) == int(b["__step"]) == 24
     for k in a.files:

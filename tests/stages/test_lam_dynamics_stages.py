@@ -47,11 +47,10 @@ def test_lam_stage_loss_decreases_and_reports_usage():
     cfg = _cfg("lam")
     stage = get_stage(cfg)
     batch = {"frames": jnp.asarray(frames_batch(2, 4, 16))}
-    losses, metrics, _, _ = _train(stage, batch)
+    losses, metrics, params, model_state = _train(stage, batch)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert {"lam_mse", "psnr", "lam_perplexity", "lam_batch_code_usage",
             "codes_restarted"} <= set(metrics)
-    params, model_state = _train(stage, batch, steps=1)[2:]
     ev = stage.eval_step(params, {}, model_state, batch)
     assert ev["action_counts"].shape == (6,) and float(ev["action_counts"].sum()) == 2 * 3
 

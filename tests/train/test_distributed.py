@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from tests.conftest import REPO, TOKENIZER_CFG, run_cli, run_python
+from tests.conftest import REPO, TOKENIZER_CFG, run_cli, run_python, xla_env
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
 PROBE = os.path.join(REPO, "tests", "train", "probe.py")
@@ -51,9 +51,8 @@ def test_sharded_step_matches_single_device():
 
 
 def _probe(workdir, out, mesh, devices):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, PROBE, workdir, out, mesh], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, PROBE, workdir, out, mesh], cwd=REPO,
+                          env=xla_env(devices),
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -68,8 +67,9 @@ def test_checkpoint_from_8_devices_restores_on_4_and_1(tmp_path):
         path = str(tmp_path / f"p{n}.npz")
         log = _probe(wd, path, mesh, n)
         assert f"restored 4 on {n} devices" in log
+        if n == 4:  # the restored params are really sharded on the new mesh
+            assert "fsdp" in log, log
         outs[n] = np.load(path)
-    assert "fsdp" in _probe(wd, str(tmp_path / "again.npz"), "1,2,2", 4)
     for n in (4, 1):
         for k in [f for f in outs[8].files if not f.startswith("__")]:
             np.testing.assert_array_equal(outs[n][k], outs[8][k], err_msg=f"{k} on {n}")
@@ -101,8 +101,7 @@ def test_two_processes_match_one_process(tmp_path):
     run_cli(["train", CFG, f"--workdir={one}", *steps], devices=2)
     two = str(tmp_path / "two")
     port = _free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               JAX_PLATFORMS="cpu")
+    env = xla_env(1)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "genie_jax", "train", CFG, f"--workdir={two}", *steps,
          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
