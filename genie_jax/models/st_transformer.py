@@ -223,7 +223,8 @@ class STTransformer(nn.Module):
     gets a leading 'layers' axis of size depth, under 'blocks' instead of 'block0'..): XLA
     compiles one block, so compile time stays flat as depth grows. The same function as the
     unrolled stack on the same weights (`stack_blocks`/`unstack_blocks` convert between the
-    layouts); the KV-cache passes need the unrolled layout (the sampler converts).
+    layouts); the KV-cache passes need the unrolled layout (the sampler converts). With
+    dropout > 0 the two layouts draw different masks (each scanned layer splits the rng).
     """
     depth: int
     num_heads: int
