@@ -215,6 +215,8 @@ def model_flops(config) -> float:
     changes = {"model.remat": "none", "mesh.shape": (1, 1, 1)}
     if "microbatches" in config.train:  # the same work; a loop body may be counted once
         changes["train.microbatches"] = 1
+    for key in _scanned(config):  # the same weights unrolled: every block counted
+        changes[key] = False
     c = _with(config, **changes)
     engine = build_engine_on(c, jax.devices("cpu")[:1])
     with engine.context():
@@ -243,7 +245,24 @@ def plan(config, devices, chip: Chip, steps: int | None = None, *,
             if out[key] is not None:
                 out[key] *= k
     out["model_flops_per_step"] = model_flops(config) if count_model_flops else None
+    if _scanned(config):
+        out["note"] = ("model.scan_layers: XLA's cost analysis counts the scanned blocks once, "
+                       "so the compiled FLOPs and XLA's step time leave out depth-1 blocks (and "
+                       "MFU is overstated); the model FLOPs are counted unrolled")
     return derive(out, chip, steps)
+
+
+def _scanned(config) -> list[str]:
+    """The scan_layers keys of `config` (its model's, a dynamics config's tokenizer's and LAM's)
+    that are on."""
+    out = []
+    for section in ("model", "tokenizer.model", "lam.model"):
+        node = config
+        for part in section.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        if node is not None and node.get("scan_layers", False):
+            out.append(f"{section}.scan_layers")
+    return out
 
 
 def derive(out: dict, chip: Chip, steps: int) -> dict:
@@ -392,6 +411,8 @@ def report_text(p: dict) -> str:
                   f"{100 * p['hardware_flops_utilization']:.1f}%)")
         s += f"; {p['steps']:,} steps: {p['days']:.2f} days"
         lines.append(s)
+    if p.get("note"):
+        lines.append(f"note: {p['note']}")
     lines += [suggestion_line(s) for s in p.get("suggestions", [])]
     return "\n".join(lines)
 
