@@ -13,7 +13,7 @@ from genie_jax.models.st_transformer import STTransformer, stack_blocks, unstack
 from genie_jax.runs import check_compatible, stage_meta
 from genie_jax.sampling import WorldModel
 from genie_jax.stages import get_stage
-from tests.stages.helpers import frames_batch, test_config as stage_config
+from tests.stages.helpers import frames_batch, save_fake_run, test_config as stage_config
 
 
 def _config(name, scan, arg="size=test"):
@@ -128,3 +128,18 @@ def test_a_scanned_checkpoint_is_refused_by_an_unscanned_config_and_old_runs_sti
     check_compatible(before, plain, "RUN/checkpoints/5")
     with pytest.raises(UserError, match="model.scan_layers: checkpoint has False"):
         check_compatible(before, scanned, "RUN/checkpoints/5")
+
+
+@pytest.mark.slow  # ~25 s (three eager inits and orbax saves); the conversion itself is above
+def test_a_scanned_dynamics_run_on_disk_loads_into_the_sampler(tmp_path):
+    tok, lam, dyn = (str(tmp_path / n) for n in ("tok", "lam", "dyn"))
+    save_fake_run(tok, stage_config("tokenizer"))
+    save_fake_run(lam, stage_config("lam"))
+    saved = save_fake_run(dyn, _config("dynamics", True, f"size=test,tokenizer={tok},lam={lam}"))
+    assert "blocks" in saved["dynamics"]["transformer"]
+    wm = WorldModel.load(dyn, steps=1)
+    for a, b in zip(jax.tree.leaves(unstack_blocks(saved["dynamics"])),
+                    jax.tree.leaves(wm.params["dynamics"])):
+        np.testing.assert_array_equal(a, b)
+    frame, state = wm.step(wm.reset(jnp.asarray(frames_batch(1, 2, 16)), seed=0), 1)
+    assert frame.shape == (1, 16, 16, 3) and int(state["length"]) == 3
