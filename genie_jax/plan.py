@@ -10,11 +10,12 @@ own figures:
   * FLOPs per chip and an estimated step time (`Compiled.cost_analysis`: 'flops' and XLA's
     'optimal_seconds' for the partitioned program of one chip; where that is not positive,
     the roofline bound of the chip's FLOPs and bytes accessed);
-  * model FLOPs: the step lowered once more on one CPU device with rematerialisation off, so
-    recomputation is not counted (XLA's cost analysis of the unpartitioned program);
+  * model FLOPs: the step lowered once more on one CPU device with rematerialisation off
+    (model.remat='none'), so recomputation is not counted (XLA's cost analysis of the
+    unpartitioned program);
   * from these, MFU = model FLOPs / (chips x peak FLOP/s x step time), and days for N steps.
-When the total does not fit, `suggest` compiles variants (remat on, microbatches, more FSDP,
-more tensor parallelism) until one fits.
+When the total does not fit, `suggest` compiles variants (a remat policy that saves more
+memory: save_dots, then full; microbatches, more FSDP, more tensor parallelism) until one fits.
 """
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ from typing import Any
 from genie_jax.errors import UserError
 
 GIB = 2 ** 30
+# The remat policies from the most activation memory kept to the least (tests/test_remat.py
+# measures this order on a compiled train step).
+REMAT_BY_MEMORY = ("none", "save_dots", "full")
+
+
+def remat_policy(value) -> str:
+    """config.model.remat as a policy name (a bool: true = full); imported late, as jax is."""
+    from genie_jax.models.st_transformer import remat_policy as policy_of
+    try:
+        return policy_of(value)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +105,8 @@ def cpu_devices(n: int) -> list:
 # ---------------------------------------------------------------------------------------------
 
 def _with(config, **changes):
-    """A copy of `config` with dotted keys changed, e.g. {'model.remat': True}."""
+    """A copy of `config` with dotted keys changed, e.g. {'model.remat': 'full'}. A value of
+    another type replaces the field (an older config's bool remat by a policy name)."""
     c = copy.deepcopy(config)
     with c.unlocked() if hasattr(c, "unlocked") else contextlib.nullcontext():
         for key, value in changes.items():
@@ -100,7 +114,11 @@ def _with(config, **changes):
             node = c
             for p in path:
                 node = node[p]
-            node[last] = value
+            try:
+                node[last] = value
+            except TypeError:  # ml_collections keeps a field's type
+                del node[last]
+                node[last] = value
     return c
 
 
@@ -194,9 +212,11 @@ def model_flops(config) -> float:
     """FLOPs of one train step without rematerialisation (recompute is not model work): the
     step lowered for one CPU device, counted by XLA's cost analysis of that global program."""
     import jax
-    changes = {"model.remat": False, "mesh.shape": (1, 1, 1)}
+    changes = {"model.remat": "none", "mesh.shape": (1, 1, 1)}
     if "microbatches" in config.train:  # the same work; a loop body may be counted once
         changes["train.microbatches"] = 1
+    for key in _scanned(config):  # the same weights unrolled: every block counted
+        changes[key] = False
     c = _with(config, **changes)
     engine = build_engine_on(c, jax.devices("cpu")[:1])
     with engine.context():
@@ -212,7 +232,7 @@ def plan(config, devices, chip: Chip, steps: int | None = None, *,
     steps = int(steps or config.train.steps)
     out = {"stage": config.stage, "batch": int(config.data.batch_size),
            "frames": int(config.data.num_frames),
-           "resolution": int(config.data.resolution), "remat": bool(config.model.remat),
+           "resolution": int(config.data.resolution), "remat": remat_policy(config.model.remat),
            "dtype": str(config.model.dtype), "steps": steps}
     out.update(compile_step(config, devices))
     k = int(config.train.get("microbatches", 1))
@@ -225,7 +245,24 @@ def plan(config, devices, chip: Chip, steps: int | None = None, *,
             if out[key] is not None:
                 out[key] *= k
     out["model_flops_per_step"] = model_flops(config) if count_model_flops else None
+    if _scanned(config):
+        out["note"] = ("model.scan_layers: XLA's cost analysis counts the scanned blocks once, "
+                       "so the compiled FLOPs and XLA's step time leave out depth-1 blocks (and "
+                       "MFU is overstated); the model FLOPs are counted unrolled")
     return derive(out, chip, steps)
+
+
+def _scanned(config) -> list[str]:
+    """The scan_layers keys of `config` (its model's, a dynamics config's tokenizer's and LAM's)
+    that are on."""
+    out = []
+    for section in ("model", "tokenizer.model", "lam.model"):
+        node = config
+        for part in section.split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        if node is not None and node.get("scan_layers", False):
+            out.append(f"{section}.scan_layers")
+    return out
 
 
 def derive(out: dict, chip: Chip, steps: int) -> dict:
@@ -293,7 +330,9 @@ def iter_suggestions(config, devices, chip: Chip, failed: dict | None = None, *,
     """Variants of a config that does not fit, each compiled (at most `max_compiles`), in order,
     stopping at the first that fits. `failed` is the plan that did not fit (its memory split
     decides the order).
-      * rematerialisation on, when it is off;
+      * a remat policy that keeps less: save_dots (projection and MLP matmul outputs kept,
+        the rest recomputed) then full (only each block's input kept), from 'none'; full from
+        'save_dots'. The variants below are built on full;
       * when the state (params, optimizer) outweighs the temporaries: all data parallelism
         folded into FSDP, then tensor parallelism doubled (while the heads divide);
       * 2, 4, 8, 16 microbatches (`train.microbatches`: gradient accumulation in a scan, the
@@ -303,8 +342,10 @@ def iter_suggestions(config, devices, chip: Chip, failed: dict | None = None, *,
         (`plan` scales XLA's per-loop figures by k.)"""
     n = len(devices)
     data, fsdp, tensor = resolved_mesh(config, n)
-    remat = [] if config.model.remat else [("model.remat=True", {"model.remat": True})]
-    base = dict(remat[0][1]) if remat else {}
+    policy = remat_policy(config.model.remat)
+    remat = [(f"model.remat={p}", {"model.remat": p})
+             for p in REMAT_BY_MEMORY[REMAT_BY_MEMORY.index(policy) + 1:]]
+    base = {"model.remat": "full"} if policy != "full" else {}
     mesh: list[tuple[str, dict]] = []
     if data > 1:
         fsdp, data = data * fsdp, 1
@@ -350,7 +391,7 @@ def report_text(p: dict) -> str:
     lines = [
         f"{p['stage']}: {_count(p['params'])} trainable params, batch {p['batch']} x "
         f"{p['frames']} frames at {p['resolution']}px, {p['dtype']} compute, "
-        f"remat {'on' if p['remat'] else 'off'}; {p['devices']} x {p['device_kind']}, "
+        f"remat {p['remat']}; {p['devices']} x {p['device_kind']}, "
         f"mesh {p['mesh']}; compiled in {p['compile_s']:.1f} s",
         f"memory per chip: arguments {_size(m['argument'])}, outputs {_size(m['output'])} "
         f"(aliasing {_size(m['alias'])} of the arguments), temporaries {_size(m['temp'])}; "
@@ -370,6 +411,8 @@ def report_text(p: dict) -> str:
                   f"{100 * p['hardware_flops_utilization']:.1f}%)")
         s += f"; {p['steps']:,} steps: {p['days']:.2f} days"
         lines.append(s)
+    if p.get("note"):
+        lines.append(f"note: {p['note']}")
     lines += [suggestion_line(s) for s in p.get("suggestions", [])]
     return "\n".join(lines)
 

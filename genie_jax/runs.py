@@ -62,7 +62,15 @@ def stage_meta(stage: str, sections: dict) -> dict:
 # Suffix-matched ('model.X' also covers 'tokenizer.model.X' and 'lam.model.X').
 META_DEFAULTS: dict[str, object] = {
     "model.temporal_pos": "learned",  # added 2026-11-26 (rotary option)
+    "model.scan_layers": False,       # added 2026-11-26 (nn.scan over the blocks)
 }
+# Keys of the stored sections that fix no parameter shape (how the backward pass trades memory
+# for recompute): a checkpoint is never refused over them. Suffix-matched as META_DEFAULTS.
+META_IGNORED = ("model.remat",)
+
+
+def _matches(key: str, suffix: str) -> bool:
+    return key == suffix or key.endswith("." + suffix)
 
 
 def _with_defaults(saved: dict, current: dict) -> dict:
@@ -71,7 +79,7 @@ def _with_defaults(saved: dict, current: dict) -> dict:
         if key in out:
             continue
         for suffix, value in META_DEFAULTS.items():
-            if key == suffix or key.endswith("." + suffix):
+            if _matches(key, suffix):
                 out[key] = value
     return out
 
@@ -81,14 +89,19 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
     saved = _with_defaults(saved, current)
     diffs = []
     for key in sorted(set(saved) | set(current)):
+        if any(_matches(key, suffix) for suffix in META_IGNORED):
+            continue
         a, b = saved.get(key), current.get(key)
         if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
             diffs.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
     if diffs:
+        layout = any(d.split(":")[0].endswith("scan_layers") for d in diffs)
         raise UserError(
             f"the checkpoint at {where} was written by an incompatible config ("
             + "; ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")
-            + "). Use a fresh --workdir, or restore the old config values.")
+            + "). Use a fresh --workdir, or restore the old config values."
+            + (" (model.scan_layers stores the blocks' parameters stacked: a run loads only "
+               "with the scan_layers it was trained with)" if layout else ""))
 
 
 # ---- abstract shapes ------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from genie_jax.errors import UserError
 from genie_jax.models.maskgit import ORDERS, mask_ratio, maskgit_decode_frame
+from genie_jax.models.st_transformer import unstack_blocks
 from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.runs import Run, abstract_variables, stage_meta
 from genie_jax.stages.base import load_frozen
@@ -56,9 +57,13 @@ class WorldModel:
         self.kv_cache = bool(kv_cache)
         self.config = config
         stage = DynamicsStage(config)
-        # remat only saves training memory; the sampler's passes are forward-only.
-        self.dynamics = stage.model.clone(remat=False)
+        # remat only saves training memory; the sampler's passes are forward-only. The KV-cache
+        # passes run the unrolled stack: a run trained with model.scan_layers has its stacked
+        # block params split per block here (the same weights, st_transformer.unstack_blocks).
+        self.dynamics = stage.model.clone(remat="none", scan_layers=False)
         self.tokenizer, self.lam = stage.tokenizer, stage.lam
+        if "dynamics" in params:
+            params = {**params, "dynamics": unstack_blocks(params["dynamics"])}
         self.params = params
         sc = config.get("sampling", {})
         self.steps = int(steps if steps is not None else sc.get("steps", 8))

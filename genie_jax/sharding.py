@@ -6,7 +6,8 @@ Mesh axes (physical):
   tensor  model parallelism inside a layer (heads, MLP hidden, vocabulary)
 
 Logical axis names (the only names model code uses):
-  parameters   embed, mlp, heads, kv, vocab, codes, latent, patch_in, pos, frame_pos
+  parameters   embed, mlp, heads, kv, vocab, codes, latent, patch_in, pos, frame_pos, layers
+               (the stacked-blocks axis of model.scan_layers)
   activations  act_batch, act_frame, act_patch, act_embed, act_mlp, act_heads, act_kv
 The config's `sharding.rules` table maps each logical name onto mesh axes (or None).
 """
@@ -34,6 +35,7 @@ DEFAULT_RULES: tuple[tuple[str, object], ...] = (
     ("patch_in", None),
     ("pos", None),
     ("frame_pos", None),
+    ("layers", None),  # each chip holds every layer's slice of a stacked param
     # activations
     ("act_batch", ("data", "fsdp")),
     ("act_frame", None),

@@ -42,7 +42,7 @@ def test_parameter_counts_are_within_5_percent_of_the_table(stage):
 def test_pod_sizes_follow_genie():
     dyn = _config("dynamics", "11b")
     assert (dyn.data.batch_size, dyn.data.num_frames, dyn.train.steps) == (512, 16, 125_000)
-    assert dyn.model.dtype == "bfloat16" and dyn.model.remat
+    assert dyn.model.dtype == "bfloat16" and dyn.model.remat == "full"
     assert dyn.tokenizer.model.to_dict() == _config("tokenizer", "11b").model.to_dict()
     assert dyn.lam.model.to_dict() == _config("lam", "11b").model.to_dict()
     assert dyn.lam.model.num_codes == 8 and dyn.model.num_actions == 8  # Genie's |A| = 8

@@ -24,8 +24,9 @@ from genie_jax.sharding import DEFAULT_RULES
 #   11b      Genie's final model: ~10.1B dynamics, ~200M tokenizer, ~300M LAM
 # The three big sizes are for TPU pods (`genie-jax plan` sizes them, see experiments/RESULTS.md):
 # 128x128 frames (Genie's 160x90 frames hold 14,400 pixels; ours must be square), patch 4,
-# 16-frame clips, bf16 compute on f32 parameters, rematerialised blocks. Their shapes (width,
-# depth, heads) are ours, chosen to hit the paper's parameter totals; PARAMS holds the totals.
+# 16-frame clips, bf16 compute on f32 parameters, rematerialised blocks (model.remat='full').
+# Their shapes (width, depth, heads) are ours, chosen to hit the paper's parameter totals; PARAMS
+# holds the totals. Any size can run its blocks as one nn.scan (model.scan_layers=true).
 SIZES = ("test", "tiny", "coinrun", "cpu", "200m", "1b", "11b")
 POD_SIZES = ("200m", "1b", "11b")
 
@@ -75,8 +76,10 @@ TOKENIZER = {
                     num_codes=1024, code_dim=32, max_frames=16),
 }
 TOKENIZER["cpu"] = dict(TOKENIZER["tiny"], patch_size=4)  # 64x64 frames: a 16x16 token grid
-# Pod sizes: bf16 compute, f32 parameters, blocks rematerialised in the backward pass.
-_POD = dict(mlp_ratio=4.0, dtype="bfloat16", remat=True)
+# Pod sizes: bf16 compute, f32 parameters, blocks rematerialised in the backward pass (remat
+# policy 'full': each block's input kept, the block rerun; 'save_dots' keeps the projection and
+# MLP matmul outputs too, more memory for less recompute: genie-jax plan compares them).
+_POD = dict(mlp_ratio=4.0, dtype="bfloat16", remat="full")
 # ~200M: 12 ST blocks of width 1024 (Genie's ST-ViViT tokenizer: 205M).
 TOKENIZER["200m"] = dict(_POD, patch_size=4, width=1024, depth=6, decoder_depth=6, num_heads=16,
                          num_codes=1024, code_dim=32, max_frames=16)
@@ -225,7 +228,8 @@ def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
         depth=s["depth"], decoder_depth=s["decoder_depth"], num_heads=s["num_heads"],
         mlp_ratio=s.get("mlp_ratio", 4.0), dropout=0.0, num_codes=s["num_codes"],
         code_dim=s["code_dim"], commitment=0.25, max_frames=s["max_frames"],
-        dtype=s.get("dtype", "float32"), param_dtype="float32", remat=s.get("remat", False),
+        dtype=s.get("dtype", "float32"), param_dtype="float32", remat=s.get("remat", "none"),
+        scan_layers=s.get("scan_layers", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
 
 
@@ -239,7 +243,7 @@ def dynamics_model(tok: ml_collections.ConfigDict, lam: ml_collections.ConfigDic
         width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"],
         mlp_ratio=shape.get("mlp_ratio", 4.0), dropout=0.0, max_frames=shape["max_frames"],
         action_mode=action_mode, dtype=shape.get("dtype", "float32"), param_dtype="float32",
-        remat=shape.get("remat", False),
+        remat=shape.get("remat", "none"), scan_layers=shape.get("scan_layers", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
 
 

@@ -3,7 +3,7 @@ CPU devices) and report memory per chip, fit, FLOPs, step time, MFU and days; no
 
   genie-jax plan --config=experiments/configs/dynamics.py:size=11b --topology=v5p:8x8x4
   genie-jax plan --config=experiments/configs/tokenizer.py:size=test --devices=4
-  [--steps=125000] [--out=plan.json] [--suggest=true] [--config.model.remat=false ...]
+  [--steps=125000] [--out=plan.json] [--suggest=true] [--config.model.remat=none|full|save_dots ...]
 --topology needs libtpu (pip install -e '.[tpu]'); --devices=N simulates N CPU devices.
 """
 from __future__ import annotations

@@ -88,8 +88,9 @@ class TransformerFields(nn.Module):
     max_frames: int = 16
     dtype: Any = "float32"
     param_dtype: Any = "float32"
-    remat: bool = False
+    remat: str | bool = "none"  # 'none' | 'full' | 'save_dots' (st_transformer.REMAT_POLICIES)
     attention_impl: str | None = None
+    scan_layers: bool = False  # blocks as one nn.scan over stacked params (STTransformer)
 
     def dtypes(self) -> tuple[Any, Any]:
         """(compute dtype, parameter dtype) as numpy dtypes."""
@@ -101,4 +102,5 @@ class TransformerFields(nn.Module):
         dt, pdt = self.dtypes()
         return STTransformer(depth=depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
                              dropout=self.dropout, dtype=dt, param_dtype=pdt, remat=self.remat,
-                             attention_impl=self.attention_impl, **kw)
+                             attention_impl=self.attention_impl, scan_layers=self.scan_layers,
+                             **kw)

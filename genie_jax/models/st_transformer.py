@@ -24,10 +24,13 @@ sampler's commit pass for a finished frame).
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from genie_jax.models.layers import ACT_BTND, KERNEL_INIT, dense, layer_norm
@@ -177,17 +180,62 @@ class STBlock(nn.Module):
         return nn.with_logical_constraint(x_BTND + h, ACT_BTND)
 
 
+# Rematerialisation policies (`model.remat`): what a block's backward pass keeps of its forward
+# pass, traded against recomputing the rest.
+#   none       keep everything (no recompute; the most activation memory)
+#   full       keep each block's input only and rerun the whole block in the backward pass
+#   save_dots  keep the results of matmuls without batch dimensions (the qkv/out projections and
+#              the MLP: most of a block's FLOPs) and recompute the cheap rest (norms, gelu,
+#              attention scores and softmax, which are batched matmuls)
+REMAT_POLICIES = ("none", "full", "save_dots")
+_CHECKPOINT_POLICY = {"full": None,  # nn.remat's default: save nothing
+                      "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def remat_policy(value) -> str:
+    """A `model.remat` value -> its policy name. A bool (configs and run folders from before the
+    policies, or `--config.model.remat=true` on the command line) means full (true) or none."""
+    if isinstance(value, (bool, np.bool_)):
+        return "full" if value else "none"
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("true", "false"):
+            return "full" if v == "true" else "none"
+        if v in REMAT_POLICIES:
+            return v
+    raise ValueError(f"model.remat={value!r} is not one of {', '.join(REMAT_POLICIES)} "
+                     f"(or a bool: true means full, false none)")
+
+
+class _ScannedBlock(STBlock):
+    """STBlock with the scan-carry signature x -> (x, None), for `nn.scan` over layers; the pass
+    options are fields so that they stay static inside the scan."""
+    deterministic: bool = True
+
+    def __call__(self, x_BTND: jax.Array, _=None):
+        return super().__call__(x_BTND, self.deterministic), None
+
+
 class STTransformer(nn.Module):
-    """A stack of STBlocks with a final LayerNorm. Input and output are [B, T, N, D]."""
+    """A stack of STBlocks with a final LayerNorm. Input and output are [B, T, N, D].
+
+    scan_layers: the blocks as one `nn.scan` over a stacked copy of their parameters (each leaf
+    gets a leading 'layers' axis of size depth, under 'blocks' instead of 'block0'..): XLA
+    compiles one block, so compile time stays flat as depth grows. The same function as the
+    unrolled stack on the same weights (`stack_blocks`/`unstack_blocks` convert between the
+    layouts); the KV-cache passes need the unrolled layout (the sampler converts). With
+    dropout > 0 the two layouts draw different masks (each scanned layer splits the rng).
+    """
     depth: int
     num_heads: int
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str | bool = "none"  # REMAT_POLICIES (a bool: true = full)
     attention_impl: str | None = None
     temporal_rope: bool = False  # rotary temporal positions (module docstring)
+    scan_layers: bool = False
 
     @nn.compact
     def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None,
@@ -195,14 +243,64 @@ class STTransformer(nn.Module):
         """kv_slot, fill_kv_cache: see the module docstring (temporal KV cache); inference only.
         temporal_window: banded causal temporal attention (the rolling cache's reference)."""
         cached = kv_slot is not None or fill_kv_cache or temporal_window is not None
-        remat = self.remat and not cached
-        block_cls = nn.remat(STBlock, static_argnums=(2,)) if remat else STBlock
+        policy = "none" if cached else remat_policy(self.remat)
+        kw = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
+                  dtype=self.dtype, param_dtype=self.param_dtype,
+                  attention_impl=self.attention_impl, temporal_rope=self.temporal_rope)
         x_BTND = nn.with_logical_constraint(x_BTND.astype(self.dtype), ACT_BTND)
-        for i in range(self.depth):
-            block = block_cls(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                              dropout=self.dropout, dtype=self.dtype,
-                              param_dtype=self.param_dtype, attention_impl=self.attention_impl,
-                              temporal_rope=self.temporal_rope, name=f"block{i}")
-            x_BTND = block(x_BTND, deterministic, kv_slot, fill_kv_cache,
-                           temporal_window) if cached else block(x_BTND, deterministic)
+        if self.scan_layers:
+            if cached:
+                raise ValueError("the KV-cache passes (kv_slot, fill_kv_cache, temporal_window) "
+                                 "need the unrolled stack: scan_layers=False with "
+                                 "unstack_blocks(params)")
+            block_cls = _ScannedBlock
+            if policy != "none":  # prevent_cse=False: the scan already keeps XLA from CSE-ing
+                block_cls = nn.remat(block_cls, prevent_cse=False,
+                                     policy=_CHECKPOINT_POLICY[policy])
+            scan = nn.scan(block_cls, variable_axes={"params": 0},
+                           split_rngs={"params": True, "dropout": True}, length=self.depth,
+                           metadata_params={nn.PARTITION_NAME: "layers"})
+            x_BTND, _ = scan(deterministic=deterministic, name="blocks", **kw)(x_BTND, None)
+        else:
+            block_cls = STBlock
+            if policy != "none":
+                block_cls = nn.remat(STBlock, static_argnums=(2,),
+                                     policy=_CHECKPOINT_POLICY[policy])
+            for i in range(self.depth):
+                block = block_cls(name=f"block{i}", **kw)
+                x_BTND = block(x_BTND, deterministic, kv_slot, fill_kv_cache,
+                               temporal_window) if cached else block(x_BTND, deterministic)
         return layer_norm("ln_out", self.dtype, self.param_dtype)(x_BTND)
+
+
+# ---- parameter layouts: unrolled (block0, block1, ...) <-> scanned ('blocks', stacked) ------
+
+def _block_names(tree: dict) -> list[str] | None:
+    n = sum(1 for k in tree if re.fullmatch(r"block\d+", str(k)))
+    names = [f"block{i}" for i in range(n)]
+    return names if n and all(k in tree for k in names) else None
+
+
+def stack_blocks(tree):
+    """Every stack in a parameter tree (a dict holding block0..blockN-1) -> the scanned layout:
+    those blocks become one 'blocks' subtree whose leaves are stacked along a new axis 0."""
+    if not isinstance(tree, Mapping):
+        return tree
+    names = _block_names(tree)
+    out = {k: stack_blocks(v) for k, v in tree.items() if not (names and k in names)}
+    if names:
+        out["blocks"] = jax.tree.map(lambda *a: jnp.stack(a), *(tree[k] for k in names))
+    return out
+
+
+def unstack_blocks(tree):
+    """The inverse of `stack_blocks`: each 'blocks' subtree of stacked leaves [depth, ...] ->
+    block0..block{depth-1}."""
+    if not isinstance(tree, Mapping):
+        return tree
+    out = {k: unstack_blocks(v) for k, v in tree.items() if k != "blocks"}
+    if "blocks" in tree:
+        depth = jax.tree.leaves(tree["blocks"])[0].shape[0]
+        for i in range(depth):
+            out[f"block{i}"] = jax.tree.map(lambda a: a[i], tree["blocks"])
+    return out

@@ -32,6 +32,7 @@ from genie_jax.runs import stage_meta
 from genie_jax.stages.base import FrozenInput, Stage
 from genie_jax.stages.lam import build_lam
 from genie_jax.stages.tokenizer import build_tokenizer
+from genie_jax.stages.video_vq import build_model
 
 LAM_MODES = ("frozen", "cotrain", "true_actions")
 
@@ -45,9 +46,7 @@ def _params_init(model):
 
 
 def build_dynamics(model_cfg) -> Dynamics:
-    kw = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
-    kw["image_size"] = tuple(kw["image_size"])
-    return Dynamics(**kw)
+    return build_model(Dynamics, model_cfg)
 
 
 def encode_tokens(tokenizer: Tokenizer, tok_params, frames_BTHWC) -> jax.Array:

@@ -5,14 +5,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genie_jax.errors import UserError
+from genie_jax.models.st_transformer import remat_policy
 from genie_jax.models.vq import restart_dead_codes
 from genie_jax.stages.base import Stage
 
 
 def build_model(cls, model_cfg):
-    """`cls(**model_cfg)`, with the config's list-valued image_size made a tuple."""
+    """`cls(**model_cfg)`, with the config's list-valued image_size made a tuple and its remat
+    a policy name (a bool from an older config or run folder maps to full/none)."""
     kw = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
     kw["image_size"] = tuple(kw["image_size"])
+    if "remat" in kw:
+        try:
+            kw["remat"] = remat_policy(kw["remat"])
+        except ValueError as e:
+            raise UserError(str(e)) from None
     return cls(**kw)
 
 
