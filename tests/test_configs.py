@@ -17,12 +17,13 @@ VARIANTS = {"tokenizer.py": ["size=tiny", "size=test", "size=coinrun"],
             "lam.py": ["size=tiny", "size=test", "size=coinrun"],
             "dynamics.py": ["size=tiny", "size=test", "size=coinrun",
                             "size=test,lam_mode=cotrain", "size=test,action_mode=add",
+                            "size=test,temporal_pos=rope",
                             "size=tiny,action_mode=token,lam_mode=cotrain"],
             "tokenizer_coinrun.py": ["size=cpu", "size=coinrun,dir=/data/x", "budget=smoke",
                                      "budget=quick", "budget=default", "budget=quality"],
             "lam_coinrun.py": [None, "budget=smoke", "budget=quick", "budget=quality"],
             "dynamics_coinrun.py": [None, "budget=quick", "budget=quality,lam_mode=cotrain",
-                                    "budget=smoke,action_mode=add"]}
+                                    "budget=smoke,action_mode=add", "budget=smoke,temporal_pos=rope"]}
 
 
 def _load(name_or_path):
@@ -67,6 +68,15 @@ def test_unknown_knob_is_an_error():
         _load("lam.py").get_config("size=huge")
     with pytest.raises(ValueError, match="unknown action_mode 'sum' \\(token, add\\)"):
         _load("dynamics.py").get_config("action_mode=sum")
+    with pytest.raises(ValueError, match="unknown temporal_pos 'abs' \\(learned, rope\\)"):
+        _load("dynamics_coinrun.py").get_config("temporal_pos=abs")
+
+
+def test_temporal_pos_knob_reaches_the_dynamics_model():
+    from genie_jax.stages import get_stage
+    cfg = _load("dynamics.py").get_config("size=test,temporal_pos=rope")
+    assert get_stage(cfg).model.temporal_pos == "rope"
+    assert _load("dynamics.py").get_config("size=test").model.temporal_pos == "learned"
 
 
 def test_knobs_take_the_type_of_their_default_and_bad_values_are_named():

@@ -12,7 +12,9 @@ Knobs: size (test|tiny|cpu|coinrun, or 200m|1b|11b for TPU pods: base.py),
   tokenizer (tokenizer run folder, default runs/tok),
   lam (LAM run folder, default runs/lam; unused when co-training), lam_mode (frozen|cotrain|
   true_actions: the recorded actions condition the dynamics, no LAM; model.num_actions = 5),
-  action_mode (token: each action is an extra token | add: added to the frame's tokens).
+  action_mode (token: each action is an extra token | add: added to the frame's tokens),
+  temporal_pos (learned: absolute temporal position embeddings | rope: rotary ones, which let
+  the sampler keep a rolling KV cache across buffer slides; a different model).
 Data, schedule and the tokenizer and LAM shapes are those of tokenizer.py and lam.py of the same
 size (base.py). If those runs used other values, override their sections and the dynamics model
 follows by reference: --config.tokenizer.model.num_codes, .patch_size and .image_size set the
@@ -26,7 +28,7 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
-                           lam_mode="frozen", action_mode="token")
+                           lam_mode="frozen", action_mode="token", temporal_pos="learned")
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
@@ -44,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         model=base.video_vq_model(base.LAM[size], image_size=tok.get_oneway_ref("image_size"))))
 
     shape = base.DYNAMICS[size]
-    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode)
+    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos)
     if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
         c.model.num_actions = base.TRUE_ACTIONS["procedural"]
     c.loss = base.dynamics_loss(base.SCHEDULE[size]["restart_dead_after"])

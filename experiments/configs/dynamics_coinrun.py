@@ -7,8 +7,8 @@ Knobs: dir, budget (as the tokenizer and LAM configs: smoke, seconds; quick, ~12
 the `make quickstart` stage; default, ~20; quality, ~40, the dynamics stage of the quality run;
 train steps: base.COINRUN_BUDGET), tokenizer and lam (run folders), lam_mode (frozen|cotrain|
 true_actions: the 15 recorded procgen actions condition the dynamics, no LAM),
-action_mode (token|add, as dynamics.py). The shapes are the CPU-size ones of tokenizer_coinrun.py
-and lam_coinrun.py (base.TOKENIZER["cpu"], base.LAM["cpu"]; a mismatching run is refused by its
+action_mode (token|add) and temporal_pos (learned|rope), as dynamics.py. The shapes are the
+CPU-size ones of tokenizer_coinrun.py and lam_coinrun.py (base.TOKENIZER["cpu"], base.LAM["cpu"]; a mismatching run is refused by its
 checkpoint meta); the dynamics model follows --config.tokenizer.model.X and
 --config.lam.model.num_codes overrides by reference, as in dynamics.py.
 Frames are 4-frame windows, as the tokenizer was trained on: its temporal position embeddings
@@ -22,7 +22,7 @@ from experiments.configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default",
                            tokenizer="runs/tok_coinrun", lam="runs/lam_coinrun",
-                           lam_mode="frozen", action_mode="token")
+                           lam_mode="frozen", action_mode="token", temporal_pos="learned")
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     c = base.get_base("tiny")  # the tokenizer's frames (4-frame windows) and optimizer
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         model=base.video_vq_model(base.LAM["cpu"], image_size=tok.get_oneway_ref("image_size"))))
 
     shape = base.DYNAMICS["tiny"]
-    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode)
+    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos)
     if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
         c.model.num_actions = base.TRUE_ACTIONS["coinrun"]
     c.loss = base.dynamics_loss(base.SCHEDULE["tiny"]["restart_dead_after"])
