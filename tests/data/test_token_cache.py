@@ -100,6 +100,8 @@ def test_dynamics_trains_on_the_cache_as_on_frames_and_resumes(runs, tmp_path):
     np.testing.assert_allclose(_train_losses(cached_wd), _train_losses(frames_wd), rtol=1e-5)
     again = train(_fast(_dyn(runs["tok"], runs["lam"], runs["cache"]), steps=6), cached_wd)
     assert again["step"] == 6 and len(_train_losses(cached_wd)) == 3
+    from genie_jax.sampling import WorldModel  # the run samples like any other (frames in/out)
+    assert WorldModel.load(cached_wd).config.data.token_cache == runs["cache"]
 
 
 def test_stale_or_mismatched_cache_is_a_clear_error(runs, tmp_path):
