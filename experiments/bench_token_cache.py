@@ -2,7 +2,7 @@
 from a token cache (`genie-jax data tokenize`: the step reads tokens and latent actions).
 
   python experiments/bench_token_cache.py --out=bench_results/token_cache.json \
-      [--sizes=cpu,coinrun] [--steps=5] \
+      [--sizes=cpu,coinrun] [--steps=5] [--batch=N --dtype=bfloat16] \
       [--data=DATASET --runs=RUNS --cache=CACHE --train_steps=60 --log_every=15 --repeats=2]
 
 Step (nothing on disk; frozen params random, as experiments/bench.py): the jitted train step
@@ -19,12 +19,14 @@ encoding of the same windows by a separately jitted call at the training batch s
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+import types
 
 from absl import app, flags
 
@@ -38,6 +40,9 @@ _RUNS = flags.DEFINE_string("runs", "", "folder with the finished tok/ and lam/ 
 _CACHE = flags.DEFINE_string("cache", "", "token cache of --data made with those runs")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 60, "train steps per training variant")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 15, "log interval of the training variants")
+_BATCH = flags.DEFINE_integer("batch", 0, "step timings: batch size (0: 8 for cpu, 2 for coinrun)")
+_DTYPE = flags.DEFINE_string("dtype", "", "step timings: compute dtype of every model (e.g. "
+                             "bfloat16 on a GPU; default: the config's)")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "training runs per variant, alternating")
 _COMPARE_BATCHES = flags.DEFINE_integer("compare_batches", 8, "batches for the mismatch rate")
 
@@ -52,6 +57,11 @@ def step_config(size: str, cached: bool):
         from experiments.configs.dynamics import get_config
         cfg = get_config(f"size={size}")
         cfg.data.batch_size, cfg.data.num_frames = 2, 16  # as experiments/bench.py
+    if _BATCH.value:
+        cfg.data.batch_size = _BATCH.value
+    if _DTYPE.value:
+        for m in (cfg.model, cfg.tokenizer.model, cfg.lam.model):
+            m.dtype = _DTYPE.value
     # The engine reads nothing from disk: the cache folder only fixes the batch's form.
     cfg.data.token_cache = "(synthetic batches)" if cached else ""
     return cfg
@@ -180,11 +190,14 @@ def loader_and_mismatch(cache: str) -> dict:
 
 
 def main(_):
+    if importlib.util.find_spec("grain") is None:  # a device image without grain: the step
+        sys.modules["grain"] = types.ModuleType("grain")  # timings need no loader
     import jax
     from absl import logging
     logging.set_verbosity(logging.WARNING)  # orbax's INFO lines
     results = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
-               "cores": len(os.sched_getaffinity(0)), "step": [], "training": []}
+               "cores": len(os.sched_getaffinity(0)), "jax": jax.__version__,
+               "step": [], "training": []}
     for size in _SIZES.value:
         pair = time_pair(size, _STEPS.value)
         results["step"] += pair

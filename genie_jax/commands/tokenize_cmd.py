@@ -45,7 +45,7 @@ def main(argv):
         raise UserError("data tokenize needs --config=FILE[:args] (a dynamics config) and --out=DIR")
     init_distributed()
     import jax
-    from genie_jax.data.token_cache import write_cache
+    from genie_jax.data.token_cache import publish, write_cache
     shard, count = (parse_shard(_SHARD.value) if _SHARD.value
                     else (jax.process_index(), jax.process_count()))
     summary = write_cache(_CONFIG.value, _OUT.value, shard=shard, num_shards=count,
@@ -54,8 +54,7 @@ def main(argv):
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("genie_jax tokenize")
         if jax.process_index() == 0 and not summary["published"]:
-            summary = write_cache(_CONFIG.value, _OUT.value, shard=0, num_shards=count,
-                                  batch_size=_BATCH.value, progress=False)
+            summary.update(publish(_OUT.value))
     state = ("published" if summary["published"] else
              f"{summary['units_missing']} of {summary['units']} units still to encode by other shards")
     print(f"tokenize {summary['shard']}: {summary['windows_encoded']} windows encoded in "

@@ -334,15 +334,22 @@ def write_cache(config, out_dir: str, *, shard: int = 0, num_shards: int = 1,
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    missing = [u for u in range(num_units) if not os.path.exists(unit_path(out_dir, u))]
     summary = {"out": out_dir, "shard": f"{shard}/{num_shards}", "num_windows": W,
-               "units": num_units, "units_written": len(todo), "units_missing": len(missing),
-               "windows_encoded": n_done, "seconds": seconds,
-               "windows_per_s": n_done / max(seconds, 1e-9), "steps": steps,
-               "published": False}
-    if not missing:
-        nbytes = sum(os.path.getsize(unit_path(out_dir, u)) for u in range(num_units))
-        write_text(os.path.join(out_dir, META_FILE),
-                   json.dumps({**plan, "bytes": nbytes}, indent=1))
-        summary.update(published=True, bytes=nbytes)
-    return summary
+               "units": num_units, "units_written": len(todo), "windows_encoded": n_done,
+               "seconds": seconds, "windows_per_s": n_done / max(seconds, 1e-9), "steps": steps}
+    return {**summary, **publish(out_dir)}
+
+
+def publish(out_dir: str) -> dict:
+    """Make the cache live (token_cache.json) if every planned unit is written; reads no model,
+    so one process of a multi-process job can do it after the others are done.
+    -> {'published': bool, 'units_missing': int[, 'bytes': int]}."""
+    with open(os.path.join(out_dir, PLAN_FILE)) as f:
+        plan = json.load(f)
+    units = range(plan["num_units"])
+    missing = [u for u in units if not os.path.exists(unit_path(out_dir, u))]
+    if missing:
+        return {"published": False, "units_missing": len(missing)}
+    nbytes = sum(os.path.getsize(unit_path(out_dir, u)) for u in units)
+    write_text(os.path.join(out_dir, META_FILE), json.dumps({**plan, "bytes": nbytes}, indent=1))
+    return {"published": True, "units_missing": 0, "bytes": nbytes}
