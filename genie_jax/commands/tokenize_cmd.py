@@ -2,29 +2,33 @@
 tokenizer (and frozen LAM) into a token cache (genie_jax/data/token_cache.py).
 
   genie-jax data tokenize --config=experiments/configs/dynamics_coinrun.py:dir=data/coinrun,... \
-      --out=DIR [--shard=i/n] [--batch=N] [--config.KEY=VALUE ...]
+      --out=DIR [--shard=i/n] [--batch=N] [--unit_windows=4096] [--config.KEY=VALUE ...]
 
 Then train with --config.data.token_cache=DIR. Resumable (finished units are kept). Sharding:
---shard=i/n encodes units i, i+n, ... (independent processes or hosts writing one folder); in a
-multi-process JAX job (--coordinator_address etc., as `genie-jax train`) each process takes its
-process index as i. The cache goes live when the last shard finds every unit written.
+--shard=i/n encodes units i, i+n, ..., so n independent processes (one per host, or several on
+one) fill one folder, at the same time or one after another; the shard that finds every unit
+written publishes the cache. Each process encodes on its own devices; no JAX multi-process job
+is needed (and --coordinator_address is refused: orbax's multi-process restore expects global
+arrays, which a per-process encoder does not use).
 """
 from __future__ import annotations
 
 import json
+import os
 
 from absl import flags
 from ml_collections import config_flags
 
-from genie_jax.commands.common import init_distributed, quiet_logging, run_command
+from genie_jax.commands.common import quiet_logging, run_command
 from genie_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "dynamics config file[:args]",
                                           lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "cache folder (created; resumable)")
-_SHARD = flags.DEFINE_string("shard", "", "i/n: this process encodes units i, i+n, ...; "
-                             "default: the JAX process index / count")
+_SHARD = flags.DEFINE_string("shard", "0/1", "i/n: this process encodes units i, i+n, ...")
 _BATCH = flags.DEFINE_integer("batch", 0, "windows per encoder call (default data.batch_size)")
+_UNIT = flags.DEFINE_integer("unit_windows", 4096, "windows per unit file (the unit of "
+                             "resuming and of sharding)")
 _PROGRESS = flags.DEFINE_bool("progress", True, "progress bar on stderr")
 
 
@@ -43,18 +47,14 @@ def main(argv):
     quiet_logging()
     if _CONFIG.value is None or not _OUT.value:
         raise UserError("data tokenize needs --config=FILE[:args] (a dynamics config) and --out=DIR")
-    init_distributed()
-    import jax
-    from genie_jax.data.token_cache import publish, write_cache
-    shard, count = (parse_shard(_SHARD.value) if _SHARD.value
-                    else (jax.process_index(), jax.process_count()))
+    if flags.FLAGS["coordinator_address"].value or os.environ.get("GENIE_COORDINATOR_ADDRESS"):
+        raise UserError("data tokenize shards with --shard=i/n over independent processes, not a "
+                        "multi-process JAX job: drop --coordinator_address")
+    from genie_jax.data.token_cache import write_cache
+    shard, count = parse_shard(_SHARD.value)
     summary = write_cache(_CONFIG.value, _OUT.value, shard=shard, num_shards=count,
-                          batch_size=_BATCH.value, progress=_PROGRESS.value)
-    if count > 1 and not _SHARD.value:  # one JAX job: publish once every process is done
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("genie_jax tokenize")
-        if jax.process_index() == 0 and not summary["published"]:
-            summary.update(publish(_OUT.value))
+                          batch_size=_BATCH.value, unit_windows=_UNIT.value,
+                          progress=_PROGRESS.value)
     state = ("published" if summary["published"] else
              f"{summary['units_missing']} of {summary['units']} units still to encode by other shards")
     print(f"tokenize {summary['shard']}: {summary['windows_encoded']} windows encoded in "

@@ -23,7 +23,7 @@ Layout of a cache directory DIR (written by `genie-jax data tokenize`, see comma
   DIR/token_cache.json     the plan plus totals, written once every unit is there: it makes the
                            cache live. A reader refuses a folder without it.
 
-Units are shared out round-robin over `--shard=i/n` (or over JAX processes), so hosts encode
+Units are shared out round-robin over `--shard=i/n`, so independent processes (hosts) encode
 disjoint windows into one folder; whichever finds every unit present publishes the cache. A
 re-run skips finished units; a folder planned for anything else (another tokenizer step, window
 length, dataset) is refused, never overwritten.
@@ -210,23 +210,24 @@ def _remove_temporaries(cache_dir: str, units: list[int]) -> None:
 
 
 def _claim_plan(cache_dir: str, plan: dict) -> None:
-    """Write plan.json, or refuse a folder planned for something else."""
+    """Write plan.json, or refuse a folder planned for something else. Shards that start
+    together may both write it (the same plan, atomically); each then reads back the one there."""
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, PLAN_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        bad = _diff(old, plan)
-        if bad:
-            key, have, exp = bad[0]
-            raise UserError(f"{cache_dir} holds a token cache made with {key}={_short(have)}, not "
-                            f"{_short(exp)}; use another --out or delete that folder")
-        return
-    leftovers = [n for n in os.listdir(cache_dir) if not n.startswith(".")]
-    if leftovers:
-        raise UserError(f"--out={cache_dir} is not empty and holds no {PLAN_FILE}; give an empty "
-                        f"or new folder")
-    write_text(path, json.dumps(plan, indent=1))
+    if not os.path.exists(path):
+        names = [n for n in os.listdir(cache_dir) if not n.startswith(".") and ".tmp-" not in n]
+        if names and PLAN_FILE not in names:
+            raise UserError(f"--out={cache_dir} is not empty and holds no {PLAN_FILE}; give an "
+                            f"empty or new folder")
+        if PLAN_FILE not in names:
+            write_text(path, json.dumps(plan, indent=1))
+    with open(path) as f:
+        old = json.load(f)
+    bad = _diff(old, plan)
+    if bad:
+        key, have, exp = bad[0]
+        raise UserError(f"{cache_dir} holds a token cache made with {key}={_short(have)}, not "
+                        f"{_short(exp)}; use another --out or delete that folder")
 
 
 def _encoder(stage, frozen: dict):
@@ -263,7 +264,8 @@ def _read_windows(windows, ids: range) -> list[dict]:
 
 
 def write_cache(config, out_dir: str, *, shard: int = 0, num_shards: int = 1,
-                batch_size: int = 0, progress: bool = True, log=print) -> dict:
+                batch_size: int = 0, unit_windows: int = UNIT_WINDOWS,
+                progress: bool = True) -> dict:
     """Encode this shard's units of the train windows of dynamics `config` into out_dir (resumable);
     publish the cache when every unit is there. -> summary dict."""
     from tqdm import tqdm
@@ -284,7 +286,9 @@ def write_cache(config, out_dir: str, *, shard: int = 0, num_shards: int = 1,
     lam = config.lam.mode == "frozen"
     T = int(config.data.num_frames)
     windows = WindowDataSource(stage.frames_source(), T, 1)
-    W, K = len(windows), UNIT_WINDOWS
+    if unit_windows < 1:
+        raise UserError(f"--unit_windows must be >= 1, got {unit_windows}")
+    W, K = len(windows), unit_windows
     num_units = -(-W // K)
 
     inputs = stage.frozen_inputs()

@@ -133,15 +133,14 @@ def test_stale_or_mismatched_cache_is_a_clear_error(runs, tmp_path):
         write_cache(cfg, str(tmp_path / "c2"), progress=False)
 
 
-def test_shards_publish_when_every_unit_is_written(runs, tmp_path, monkeypatch):
-    from genie_jax.data import token_cache
-    monkeypatch.setattr(token_cache, "UNIT_WINDOWS", 64)  # 208 windows: 4 units
+def test_shards_publish_when_every_unit_is_written(runs, tmp_path):
     cfg, out = _dyn(runs["tok"], runs["lam"]), str(tmp_path / "sharded")
-    first = write_cache(cfg, out, shard=0, num_shards=2, progress=False)
+    kw = dict(unit_windows=64, progress=False)  # 208 windows: 4 units
+    first = write_cache(cfg, out, shard=0, num_shards=2, **kw)
     assert (first["units"], first["units_written"], first["published"]) == (4, 2, False)
     with pytest.raises(UserError, match="run the other shards"):
         TokenCache(out)
-    second = write_cache(cfg, out, shard=1, num_shards=2, progress=False)
+    second = write_cache(cfg, out, shard=1, num_shards=2, **kw)
     assert second["published"] and second["units_written"] == 2
     whole, sharded = TokenCache(runs["cache"]), TokenCache(out)
     assert len(whole) == len(sharded) == 208
@@ -163,3 +162,27 @@ def test_tokenize_command_has_a_pulse_and_resumes(runs, tmp_path):
                               f"lam={runs['lam']},lam_mode=cotrain", f"--out={tmp_path}/x"],
                   check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "cotrain" in bad.stderr
+
+
+@pytest.mark.slow
+def test_concurrent_shard_processes_fill_one_cache(runs, tmp_path):
+    """Two `--shard` processes started together (one plan, disjoint units); the last publishes."""
+    import subprocess
+    import sys
+    out = str(tmp_path / "mp")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "genie_jax", "data", "tokenize",
+         f"--config={DYN_CFG}:size=test,tokenizer={runs['tok']},lam={runs['lam']}",
+         f"--out={out}", "--unit_windows=64", "--noprogress", f"--shard={i}/2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    assert "tokenize 0/2: 128 windows" in outs[0][0] and "tokenize 1/2: 80 windows" in outs[1][0]
+    assert sum("published" in o for o, _ in outs) >= 1
+    whole, mp = TokenCache(runs["cache"]), TokenCache(out)
+    for w in range(0, 208, 13):
+        for k, v in whole[w].items():
+            np.testing.assert_array_equal(mp[w][k], v)
