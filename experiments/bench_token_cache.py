@@ -6,9 +6,10 @@ from a token cache (`genie-jax data tokenize`: the step reads tokens and latent 
       [--data=DATASET --runs=RUNS --cache=CACHE --train_steps=60 --log_every=15 --repeats=2]
 
 Step (nothing on disk; frozen params random, as experiments/bench.py): the jitted train step
-alone, fed a frames batch or a cached batch, the two variants' steps alternating. Sizes: `cpu` is the CoinRun CPU config
-(experiments/configs/dynamics_coinrun.py: 64x64, 4-frame windows, batch 8); `coinrun` is the
-CoinRun size (experiments/configs/dynamics.py:size=coinrun at bench.py's batch 2 x 16 frames).
+alone, fed a frames batch or a cached batch, the two variants' steps alternating. Sizes: `cpu`
+is the CoinRun CPU config (experiments/configs/dynamics_coinrun.py: 64x64, 4-frame windows,
+batch 8); `coinrun` is the CoinRun size (experiments/configs/dynamics.py:size=coinrun at
+bench.py's batch 2 x 16 frames; --batch and --dtype change both, e.g. 36 and bfloat16 on a GPU).
 Training (with --data, --runs, --cache): the CPU config trained by the one trainer on a real
 dataset and its finished tokenizer and LAM runs (RUNS/tok, RUNS/lam; read only), once from frames
 and from the cache, alternating (--repeats runs of --train_steps steps each), no evaluation;
