@@ -35,6 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the frames, schedule and optimizer the tokenizer of this size had
     c = base.get_base(size, "dynamics")
     c.stage = "dynamics"
+    # '' or a `genie-jax data tokenize` folder: train on cached tokens (stages/dynamics.py)
+    c.data.token_cache = ""
 
     c.tokenizer = ml_collections.ConfigDict(dict(
         workdir=knobs.tokenizer,

@@ -29,6 +29,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.stage = "dynamics"
     base.use_coinrun_data(c, knobs.dir)
     c.data.batch_size = 8
+    # '' or a `genie-jax data tokenize` folder: train on cached tokens (stages/dynamics.py)
+    c.data.token_cache = ""
     base.set_budget(c, "dynamics", knobs.budget)
 
     c.tokenizer = ml_collections.ConfigDict(dict(

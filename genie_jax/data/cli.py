@@ -4,6 +4,8 @@
   genie-jax data coinrun --out=DIR --episodes=N [--length=1000] [--sticky=0.5] [--seed=0]
   genie-jax data atari --game=pong --out=DIR --episodes=N [--frameskip=4]
   genie-jax data info DIR
+  genie-jax data tokenize --config=DYNAMICS_CONFIG[:knobs] --out=DIR [--shard=i/n]
+      (absl flags, as `genie-jax train`: genie_jax/commands/tokenize_cmd.py)
 
 Every command is resumable (re-running skips finished work) and ends with a summary.
 The dataset format is described in genie_jax/data/shards.py and docs/data.md.
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a dataset directory")
     i.add_argument("dir")
+    sub.add_parser("tokenize", help="encode a dynamics config's train windows into a token "
+                   "cache (genie-jax data tokenize --helpfull)", add_help=False)
     return parser
 
 
@@ -96,6 +100,11 @@ def _log(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tokenize"]:  # a config-driven command: absl flags, like `genie-jax train`
+        from genie_jax.commands import tokenize_cmd
+        tokenize_cmd.run(["genie-jax data tokenize"] + argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     from genie_jax.data import shards
     try:

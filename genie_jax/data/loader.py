@@ -47,8 +47,17 @@ class LoaderOptions:
     prefetch: int = 2
 
 
+def window_source(source, length: int, stride: int = 1):
+    """Every window of an episode source, or a source that already holds windows (a token
+    cache, data/token_cache.py: its window w is window w of the episode source it was made
+    from, so one seed gives the same batches from either)."""
+    if hasattr(source, "windows"):
+        return source.windows(length, stride)
+    return WindowDataSource(source, length, stride)
+
+
 def build_dataset(source: EpisodeSource, opts: LoaderOptions) -> grain.IterDataset:
-    ds = grain.MapDataset.source(WindowDataSource(source, opts.num_frames, opts.window_stride))
+    ds = grain.MapDataset.source(window_source(source, opts.num_frames, opts.window_stride))
     if opts.shuffle:
         ds = ds.shuffle(seed=opts.seed)
     ds = ds.repeat(opts.num_epochs)

@@ -8,7 +8,9 @@ stage's tokenizer): the trainer passes them to its jitted steps as arguments, sh
 checkpoints them. The host side says which those are (`frozen_inputs`: run folder, expected meta,
 abstract shapes), so an engine can be built and its steps compiled with nothing on disk;
 `load_frozen` reads them (the trainer once per run, the sampler once per load).
-Host-side methods: train_source, eval_source, batch_spec, check_batch, frozen_inputs.
+Host-side methods: train_source, eval_source, batch_spec (training batches), eval_batch_spec
+(held-out batches; the same unless training reads something else, e.g. the dynamics stage's
+token cache), check_batch, frozen_inputs, check_frozen (the steps `restore_frozen` restored).
 """
 from __future__ import annotations
 
@@ -39,10 +41,19 @@ class FrozenInput:
         return abstract_variables(self.init, *self.init_args, mesh=mesh, rules=rules)
 
 
+def restore_frozen(inputs: dict[str, FrozenInput], abstract: dict) -> tuple[dict, dict]:
+    """Read each frozen input's params onto its abstract shapes and shardings (host side).
+    -> (params by name, the checkpoint step each came from)."""
+    params, steps = {}, {}
+    for name, fi in inputs.items():
+        params[name], steps[name] = Run(fi.workdir, fi.what).restore(abstract[name],
+                                                                     expect_meta=fi.meta)
+    return params, steps
+
+
 def load_frozen(inputs: dict[str, FrozenInput], abstract: dict) -> dict:
-    """Read each frozen input's params onto its abstract shapes and shardings (host side)."""
-    return {name: Run(fi.workdir, fi.what).restore(abstract[name], expect_meta=fi.meta)[0]
-            for name, fi in inputs.items()}
+    """restore_frozen's params."""
+    return restore_frozen(inputs, abstract)[0]
 
 
 class Stage:
@@ -55,6 +66,8 @@ class Stage:
 
     # ---- host side -------------------------------------------------------------------------
     def train_source(self):
+        """An episode source (the loader enumerates its windows) or a source of ready windows
+        (with a `windows(length, stride)` method, e.g. data/token_cache.TokenCache)."""
         return open_episode_source(self.config.data, "train")
 
     def eval_source(self):
@@ -62,6 +75,9 @@ class Stage:
 
     def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
         raise NotImplementedError
+
+    def eval_batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        return self.batch_spec(batch_size)
 
     def check_batch(self, batch: Batch, batch_size: int) -> None:
         """Fail early, on the host, with the config keys to look at."""
@@ -78,6 +94,9 @@ class Stage:
     def frozen_inputs(self) -> dict[str, FrozenInput]:
         """The finished runs whose params reach the traced methods as `frozen` (none here)."""
         return {}
+
+    def check_frozen(self, steps: dict[str, int]) -> None:
+        """Refuse frozen params from steps this run cannot use (UserError); by default any."""
 
     # ---- traced ----------------------------------------------------------------------------
     def init(self, rng: jax.Array, batch: Batch) -> dict:

@@ -9,6 +9,11 @@ Config sections:
              ablation; model.num_actions = the dataset's action count), + model (its shape config)
   loss       mask_min/mask_max (MaskGIT rate r ~ U(min, max)), lam_weight, lam_vq_weight,
              restart_dead_after (LAM codes, cotrain only)
+  data.token_cache  '' (frames, encoded by the frozen tokenizer every step) or a folder written
+             by `genie-jax data tokenize` (genie_jax/data/token_cache.py): training batches are
+             then the cached tokens and actions of the same windows, and no train step runs the
+             tokenizer or the LAM. Evaluation and images still read frames (they run rarely).
+             Not with lam.mode=cotrain (the co-trained LAM needs frames).
 
 Trainable params: {'dynamics': ...} plus {'lam': ...} when co-training. Frozen params
 {'tokenizer': ..., 'lam': ... (only when frozen)} are named by `frozen_inputs()` (run folder,
@@ -21,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genie_jax.data.sources import open_episode_source
+from genie_jax.data.token_cache import TokenCache, expected_plan, token_dtype
 from genie_jax.errors import UserError
 from genie_jax.models.dynamics import Dynamics
 from genie_jax.models.lam import LatentActionModel, lam_loss
@@ -93,6 +100,11 @@ class DynamicsStage(Stage):
         self.lam = build_lam(config.lam.model)
         self.cotrain = config.lam.mode == "cotrain"
         self.true_actions = config.lam.mode == "true_actions"
+        self.token_cache = config.data.get("token_cache", "")
+        if self.token_cache and self.cotrain:
+            raise UserError("data.token_cache cannot train with lam.mode=cotrain: the co-trained "
+                            "LAM needs frames; use lam.mode=frozen or true_actions, or set "
+                            "data.token_cache=''")
 
     # ---- frozen params (host side) ---------------------------------------------------------
     def frozen_inputs(self) -> dict[str, FrozenInput]:
@@ -111,13 +123,44 @@ class DynamicsStage(Stage):
         return out
 
     # ---- host side -------------------------------------------------------------------------
-    def batch_spec(self, batch_size: int):
+    def frames_source(self):
+        return open_episode_source(self.config.data, "train")
+
+    def train_source(self):
+        """The train split's frames, or with data.token_cache its cached windows (checked
+        against this config: dataset, window length, tokenizer/LAM run and shapes)."""
+        if not self.token_cache:
+            return self.frames_source()
+        cache = TokenCache(self.token_cache)
+        cache.check(expected_plan(self.config, lam=self.config.lam.mode == "frozen"))
+        return cache
+
+    def check_frozen(self, steps: dict[str, int]) -> None:
+        if self.token_cache:
+            TokenCache(self.token_cache).check_steps(steps)
+
+    def eval_batch_spec(self, batch_size: int):
+        """Held-out batches are always frames (and recorded actions)."""
         H, W = self.config.tokenizer.model.image_size
         shape = (batch_size, self.config.data.num_frames, H, W,
                  self.config.tokenizer.model.channels)
         spec = {"frames": jax.ShapeDtypeStruct(shape, np.uint8)}
         if self.true_actions:  # actions[t]: the recorded action of transition t -> t+1
             spec["actions"] = jax.ShapeDtypeStruct(shape[:2], np.int32)
+        return spec
+
+    def batch_spec(self, batch_size: int):
+        """Training batches: as eval_batch_spec, or from a token cache tokens [B,T,N] and the
+        actions that condition the dynamics (latent [B,T-1] or recorded [B,T])."""
+        if not self.token_cache:
+            return self.eval_batch_spec(batch_size)
+        T = self.config.data.num_frames
+        spec = {"tokens": jax.ShapeDtypeStruct(
+            (batch_size, T, self.model.tokens_per_frame), token_dtype(self.model.num_codes))}
+        if self.true_actions:
+            spec["actions"] = jax.ShapeDtypeStruct((batch_size, T), np.int32)
+        else:
+            spec["latent_actions"] = jax.ShapeDtypeStruct((batch_size, T - 1), np.int32)
         return spec
 
     def check_batch(self, batch, batch_size: int) -> None:
@@ -135,8 +178,8 @@ class DynamicsStage(Stage):
     # ---- traced ----------------------------------------------------------------------------
     def init(self, rng, batch):
         r_dyn, r_lam = jax.random.split(rng)
-        frames = batch["frames"]
-        B, T = frames.shape[:2]
+        frames = batch.get("frames")
+        B, T = (frames if frames is not None else batch["tokens"]).shape[:2]
         N = self.model.tokens_per_frame
         tokens = jnp.zeros((B, T, N), jnp.int32)
         actions = jnp.zeros((B, T - 1), jnp.int32)
@@ -151,10 +194,13 @@ class DynamicsStage(Stage):
 
     def _actions(self, params, frozen, model_state, batch, rng, train: bool):
         """Latent actions [B,T-1] (+ LAM loss, metrics and new stats when co-training); with
-        true actions, the recorded ones (the batch's 'actions')."""
-        frames = batch["frames"]
+        true actions, the recorded ones (the batch's 'actions'); from a token cache, the cached
+        latent ones."""
         if self.true_actions:
             return batch["actions"][:, :-1].astype(jnp.int32), 0.0, {}, model_state
+        if "latent_actions" in batch:
+            return batch["latent_actions"], 0.0, {}, model_state
+        frames = batch["frames"]
         if not self.cotrain:
             return lam_actions(self.lam, frozen["lam"], frames), 0.0, {}, model_state
         r_vq, r_drop = jax.random.split(rng)
@@ -175,10 +221,15 @@ class DynamicsStage(Stage):
                                   rngs={"dropout": r_drop})
         return maskgit_loss(logits, tokens, mask)
 
+    def _tokens(self, frozen, batch):
+        """Cached tokens, or the frozen tokenizer's tokens of the batch's frames."""
+        if "tokens" in batch:
+            return batch["tokens"].astype(jnp.int32)
+        return encode_tokens(self.tokenizer, frozen["tokenizer"], batch["frames"])
+
     def loss(self, params, frozen, model_state, batch, rng):
         r_lam, r_dyn = jax.random.split(rng)
-        frames = batch["frames"]
-        tokens = encode_tokens(self.tokenizer, frozen["tokenizer"], frames)
+        tokens = self._tokens(frozen, batch)
         actions, lloss, lmetrics, new_state = self._actions(params, frozen, model_state, batch,
                                                             r_lam, train=True)
         ce, metrics = self._masked_ce(params, tokens, actions, r_dyn, train=True)

@@ -42,7 +42,7 @@ from genie_jax.runs import Checkpointer, stage_meta, strip_boxes
 from genie_jax.sharding import (batch_sharding, make_mesh, replicated, rules_from_config,
                                 use_mesh)
 from genie_jax.stages import get_stage
-from genie_jax.stages.base import load_frozen
+from genie_jax.stages.base import restore_frozen
 from genie_jax.train.logger import RunLogger
 from genie_jax.train.optim import make_optimizer
 
@@ -148,6 +148,7 @@ class Engine:
     abstract_state: Any
     state_shardings: Any
     batch_shardings: Any
+    eval_batch_shardings: Any  # held-out batches (the stage's eval_batch_spec)
     frozen_abstract: Any  # ShapeDtypeStructs (with shardings) of the stage's frozen inputs
     init_fn: Any
     step_fn: Any
@@ -157,11 +158,12 @@ class Engine:
     def context(self):
         return use_mesh(self.mesh, self.rules)
 
-    def global_batch(self, local: dict) -> dict:
-        """Assemble per-host numpy batches into global jax.Arrays sharded over the batch axes."""
+    def global_batch(self, local: dict, shardings: dict | None = None) -> dict:
+        """Assemble per-host numpy batches into global jax.Arrays sharded over the batch axes
+        (a training batch, or with `shardings=eval_batch_shardings` a held-out one)."""
         B = self.config.data.batch_size
         out = {}
-        for k, sh in self.batch_shardings.items():
+        for k, sh in (shardings or self.batch_shardings).items():
             arr = np.asarray(local[k])
             out[k] = jax.make_array_from_process_local_data(sh, arr, (B, *arr.shape[1:]))
         return out
@@ -171,8 +173,11 @@ class Engine:
                           {s: self.config[s] for s in self.stage.shape_sections})
 
     def load_frozen(self) -> dict:
-        """Read the frozen inputs' params onto their shardings (once per run)."""
-        return load_frozen(self.stage.frozen_inputs(), self.frozen_abstract)
+        """Read the frozen inputs' params onto their shardings (once per run); the stage may
+        refuse the steps they came from (a token cache of other steps)."""
+        frozen, steps = restore_frozen(self.stage.frozen_inputs(), self.frozen_abstract)
+        self.stage.check_frozen(steps)
+        return frozen
 
     def abstract_batch(self) -> dict:
         spec = self.stage.batch_spec(self.config.data.batch_size)
@@ -216,6 +221,8 @@ def build_engine(config, devices=None) -> Engine:
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
             strip_boxes(boxed), state_shardings)
         batch_shardings = {k: batch_sharding(mesh, len(s.shape)) for k, s in spec.items()}
+        eval_batch_shardings = {k: batch_sharding(mesh, len(s.shape))
+                                for k, s in stage.eval_batch_spec(B).items()}
         rep = replicated(mesh)
         frozen_abstract = {name: fi.abstract(mesh, rules)
                            for name, fi in stage.frozen_inputs().items()}
@@ -225,11 +232,11 @@ def build_engine(config, devices=None) -> Engine:
                           in_shardings=(state_shardings, batch_shardings, frozen_shardings),
                           out_shardings=(state_shardings, rep), donate_argnums=(0,))
         eval_fn = jax.jit(functools.partial(eval_step, stage=stage),
-                          in_shardings=(state_shardings, batch_shardings, frozen_shardings),
+                          in_shardings=(state_shardings, eval_batch_shardings, frozen_shardings),
                           out_shardings=rep)
         vis_fn = jax.jit(functools.partial(visualize_step, stage=stage), out_shardings=rep)
     return Engine(config, mesh, rules, stage, tx, schedule, abstract, state_shardings,
-                  batch_shardings, frozen_abstract, init_fn, step_fn, eval_fn, vis_fn)
+                  batch_shardings, eval_batch_shardings, frozen_abstract, init_fn, step_fn, eval_fn, vis_fn)
 
 
 def loader_options(config, *, seed: int, shuffle: bool = True) -> LoaderOptions:
@@ -352,7 +359,7 @@ def _held_out_batches(engine: Engine, config) -> list[dict]:
         return []
     it = make_iterator(engine.stage.eval_source(),
                        loader_options(config, seed=config.data.seed + 1))
-    return [engine.global_batch(next(it)) for _ in range(n)]
+    return [engine.global_batch(next(it), engine.eval_batch_shardings) for _ in range(n)]
 
 
 def _evaluate(engine: Engine, state, frozen, eval_batches) -> dict:
