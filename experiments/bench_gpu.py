@@ -1,13 +1,16 @@
 """One short accelerator run for the GPU figures of the sampler and the train steps.
 
-  python experiments/bench_gpu.py --out=bench_results/gpu.json [--steps=10] [--peak_tflops=989]
+  python experiments/bench_gpu.py --out=bench_results/gpu.json [--steps=10] [--peak_tflops=989] \
+      [--train_rows=tokenizer:cudnn,dynamics:xla] [--sample_rows=bfloat16:rope,...]
 
 Rows (all CoinRun size, 64x64, patch 4, width 512, random params; nothing is read from disk):
   train   tokenizer (8+8 layers, batch 48 x 16 frames) and dynamics (12 layers on a frozen
           tokenizer and LAM, batch 36 x 16 frames), bf16 compute on f32 params, with
-          jax.nn.dot_product_attention's XLA and cuDNN implementations: step time, tokens/s,
-          XLA-counted FLOP/s and MFU against the chip's dense bf16 peak (--peak_tflops; 989 for
-          the H100 SXM and H200).
+          jax.nn.dot_product_attention's XLA or cuDNN implementation: step time, tokens/s,
+          MFU = model FLOPs (genie_jax.plan.model_flops, counted on the CPU: the GPU program's
+          own count misses the library calls) against the chip's dense bf16 peak
+          (--peak_tflops; 989 for the H100 SXM and H200), and a profile of 3 steps: device
+          kernel time by class (matmul, attention, XLA fusions, ...) and the top kernels.
   sample  WorldModel.step, batch 1, 25 MaskGIT steps, 16-frame buffer, after the buffer is full:
           p50/p95 latency and frames/s, f32 and bf16, learned (absolute) and rotary temporal
           positions (the rolling KV cache).
@@ -32,8 +35,15 @@ _OUT = flags.DEFINE_string("out", "bench_results/gpu.json", "where to write the 
 _STEPS = flags.DEFINE_integer("steps", 10, "timed train steps / sampler steps per row")
 _PEAK = flags.DEFINE_float("peak_tflops", 989.0, "dense bf16 peak of the chip, TFLOP/s")
 _PARTS = flags.DEFINE_list("parts", ["train", "sample"], "which rows to run")
-_IMPLS = flags.DEFINE_list("attention", ["xla", "cudnn"], "attention implementations to time")
+_TRAIN_ROWS = flags.DEFINE_list("train_rows", ["tokenizer:cudnn", "dynamics:xla"],
+                                "train rows, stage:attention (xla|cudnn); the H200 run found the "
+                                "tokenizer's XLA attention out of memory and cuDNN refusing the "
+                                "dynamics' 257-token frames")
 _SIZE = flags.DEFINE_string("size", "coinrun", "config size (test: a seconds-long CPU dry run)")
+_PROFILE = flags.DEFINE_bool("profile", True, "trace 3 train steps: device time by kernel class")
+_SAMPLE_ROWS = flags.DEFINE_list("sample_rows", ["bfloat16:learned", "bfloat16:rope",
+                                                 "float32:learned", "float32:rope"],
+                                 "sampler rows, dtype:temporal_pos, in this order")
 
 
 def _set_models(cfg, **kw):
@@ -73,14 +83,81 @@ def train_row(stage: str, impl: str, steps: int, peak: float, size: str) -> dict
             state, m = compiled(state, batch, frozen)
             jax.block_until_ready(m)
             times.append(time.perf_counter() - t)
+        prof = profile_steps(compiled, state, batch, frozen) if _PROFILE.value else None
     step_s = sorted(times)[len(times) // 2]
     B, T = cfg.data.batch_size, cfg.data.num_frames
     n_tok = B * T * (cfg.data.resolution // cfg.model.patch_size) ** 2
+    model = model_flops_of(cfg)
     return {"part": "train", "stage": stage, "attention": impl, "batch": B, "frames": T,
             "params": engine.param_count(), "compile_s": compile_s, "step_s_p50": step_s,
-            "step_s_all": times, "tokens_per_s": n_tok / step_s, "flops_per_step": flops,
-            "tflops_per_s": flops / step_s / 1e12, "mfu": flops / step_s / (peak * 1e12),
-            "loss": float(m["loss"])}
+            "step_s_all": times, "tokens_per_s": n_tok / step_s,
+            # The GPU program's own count misses the work inside library calls (cuBLAS/cuDNN):
+            # 5.4e12 against 7.0e13-8.5e13 model FLOPs on the H200. MFU uses the model FLOPs.
+            "gpu_counted_flops_per_step": flops, "model_flops_per_step": model,
+            "tflops_per_s": model / step_s / 1e12, "mfu": model / step_s / (peak * 1e12),
+            "loss": float(m["loss"]), "profile": prof}
+
+
+def model_flops_of(cfg) -> float:
+    """Model FLOPs of the step (genie_jax.plan.model_flops: lowered for one CPU device, no
+    rematerialisation), with XLA attention so that the CPU can lower it."""
+    from genie_jax.plan import model_flops
+    c = cfg.copy_and_resolve_references()
+    _set_models(c, attention_impl=None)
+    return model_flops(c)
+
+
+def _kernel_class(name: str) -> str:
+    n = name.lower()
+    if any(k in n for k in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul")):
+        return "matmul (cuBLAS/cutlass)"
+    if any(k in n for k in ("cudnn", "flash", "fmha", "attention")):
+        return "attention (cuDNN)"
+    if any(k in n for k in ("memcpy", "memset", "copy")):
+        return "copies"
+    if any(k in n for k in ("reduce", "scatter", "gather", "sort")):
+        return "reductions/gather/scatter/sort"
+    if "fusion" in n or "loop" in n or "input_" in n:
+        return "XLA fusions (elementwise)"
+    return "other"
+
+
+def profile_steps(compiled, state, batch, frozen, n: int = 3) -> dict:
+    """Where the time of `n` steps goes: a jax.profiler trace (Perfetto JSON), device kernel time
+    summed by class and by kernel name, and the share of wall time the device was busy."""
+    import gzip
+    import glob
+    import tempfile
+    import jax
+    d = tempfile.mkdtemp(prefix="genie-prof-")
+    with jax.profiler.trace(d, create_perfetto_trace=True):
+        t = time.perf_counter()
+        for _ in range(n):
+            state, m = compiled(state, batch, frozen)
+        jax.block_until_ready(m)
+        wall = time.perf_counter() - t
+    files = glob.glob(os.path.join(d, "**", "perfetto_trace.json.gz"), recursive=True)
+    if not files:
+        return {"error": f"no perfetto trace under {d}"}
+    events = json.load(gzip.open(files[0])).get("traceEvents", [])
+    names = {e["pid"]: e["args"].get("name", "") for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    device = {p for p, nm in names.items() if "/device:" in nm and "CPU" not in nm}
+    by_name, by_class, busy = {}, {}, 0.0
+    for e in events:
+        if e.get("ph") != "X" or e.get("pid") not in device:
+            continue
+        us = float(e.get("dur", 0.0))
+        busy += us
+        by_name[e["name"]] = by_name.get(e["name"], 0.0) + us
+        c = _kernel_class(e["name"])
+        by_class[c] = by_class.get(c, 0.0) + us
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:20]
+    return {"steps": n, "wall_ms_per_step": 1e3 * wall / n, "devices": sorted(names[p] for p in device),
+            "kernel_ms_per_step": busy / 1e3 / n,
+            "by_class_ms_per_step": {k: v / 1e3 / n for k, v in
+                                     sorted(by_class.items(), key=lambda kv: -kv[1])},
+            "top_kernels_ms_per_step": [[k[:120], v / 1e3 / n] for k, v in top]}
 
 
 def sample_row(dtype: str, temporal_pos: str, steps: int, size: str) -> dict:
@@ -122,11 +199,11 @@ def main(_):
     print(json.dumps({k: v for k, v in out.items() if k != "rows"}), flush=True)
     jobs = []
     if "train" in _PARTS.value:
-        jobs += [(train_row, (s, i, _STEPS.value, _PEAK.value, _SIZE.value))
-                 for s in ("tokenizer", "dynamics") for i in _IMPLS.value]
+        jobs += [(train_row, (*r.split(":"), _STEPS.value, _PEAK.value, _SIZE.value))
+                 for r in _TRAIN_ROWS.value]
     if "sample" in _PARTS.value:
-        jobs += [(sample_row, (d, p, max(_STEPS.value, 20), _SIZE.value))
-                 for d in ("bfloat16", "float32") for p in ("learned", "rope")]
+        jobs += [(sample_row, (*r.split(":"), max(_STEPS.value, 20), _SIZE.value))
+                 for r in _SAMPLE_ROWS.value]
     for fn, args in jobs:
         try:
             row = fn(*args)
