@@ -40,6 +40,8 @@ _TRAIN_ROWS = flags.DEFINE_list("train_rows", ["tokenizer:cudnn", "dynamics:xla"
                                 "tokenizer's XLA attention out of memory and cuDNN refusing the "
                                 "dynamics' 257-token frames")
 _SIZE = flags.DEFINE_string("size", "coinrun", "config size (test: a seconds-long CPU dry run)")
+_MODEL_FLOPS = flags.DEFINE_bool("model_flops", True, "count model FLOPs (a CPU lowering; the "
+                                  "same on every machine, so a short device run may skip it)")
 _PROFILE = flags.DEFINE_bool("profile", True, "trace 3 train steps: device time by kernel class")
 _SAMPLE_ROWS = flags.DEFINE_list("sample_rows", ["bfloat16:learned", "bfloat16:rope",
                                                  "float32:learned", "float32:rope"],
@@ -87,7 +89,7 @@ def train_row(stage: str, impl: str, steps: int, peak: float, size: str) -> dict
     step_s = sorted(times)[len(times) // 2]
     B, T = cfg.data.batch_size, cfg.data.num_frames
     n_tok = B * T * (cfg.data.resolution // cfg.model.patch_size) ** 2
-    model = model_flops_of(cfg)
+    model = model_flops_of(cfg) if _MODEL_FLOPS.value else float("nan")
     return {"part": "train", "stage": stage, "attention": impl, "batch": B, "frames": T,
             "params": engine.param_count(), "compile_s": compile_s, "step_s_p50": step_s,
             "step_s_all": times, "tokens_per_s": n_tok / step_s,

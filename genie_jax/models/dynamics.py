@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from genie_jax.models.layers import ACT_BTND, PositionalEmbedding, TransformerFields, dense
+from genie_jax.models.layers import ACT_BTND, PositionalEmbedding, TransformerFields, dense, lookup
 
 ACTION_MODES = ("token", "add")
 TEMPORAL_POS = ("learned", "rope")
@@ -98,11 +98,11 @@ class Dynamics(TransformerFields):
                                 (self.num_codes + 1, D), pdt)
         act_emb_AD = self.param("action_embed", nn.with_logical_partitioning(init, ("codes", "embed")),
                                 (self.num_actions + 1, D), pdt)
-        x_BTND = jnp.take(tok_emb_VD.astype(dt), tokens_BTN, axis=0)
+        x_BTND = lookup(tok_emb_VD.astype(dt), tokens_BTN)
         made_by_BT = shift_actions(actions_BA, self.num_actions)
         if kv_slot is not None:
             made_by_BT = jax.lax.dynamic_slice_in_dim(made_by_BT, kv_slot, 1, axis=1)
-        a_BTD = jnp.take(act_emb_AD.astype(dt), made_by_BT, axis=0)
+        a_BTD = lookup(act_emb_AD.astype(dt), made_by_BT)
         if self.action_mode == "token":
             x_BTND = jnp.concatenate([a_BTD[:, :, None], x_BTND], axis=2)
         else:

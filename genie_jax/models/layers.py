@@ -25,6 +25,33 @@ def dense(features: int, in_name: str, out_name: str, dtype, param_dtype, name: 
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (out_name,)))
 
 
+def one_hot_lookups() -> bool:
+    """Whether table lookups run as one-hot matmuls: everywhere but the CPU. The backward pass of
+    a gather is a scatter-add of every looked-up row into a small table (e.g. 196k rows into
+    1024 codes), which a GPU serialises on atomics: 706 of the 1128 ms of the CoinRun-size
+    tokenizer train step on an H100 (experiments/RESULTS.md). As a matmul it is a few GFLOP.
+    On the CPU the gather and its scatter are the cheaper ones."""
+    return jax.default_backend() != "cpu"
+
+
+def lookup(table_VD: jax.Array, ids: jax.Array, one_hot: bool | None = None) -> jax.Array:
+    """table_VD[ids] -> [..., D], as a gather or as a one-hot matmul (`one_hot_lookups()`; the
+    same values: each output row is one table row times 1)."""
+    if not (one_hot_lookups() if one_hot is None else one_hot):
+        return jnp.take(table_VD, ids, axis=0)
+    onehot = jax.nn.one_hot(ids, table_VD.shape[0], dtype=table_VD.dtype)
+    return jnp.einsum("...v,vd->...d", onehot, table_VD, precision=jax.lax.Precision.HIGHEST)
+
+
+def count_ids(ids: jax.Array, n: int, one_hot: bool | None = None) -> jax.Array:
+    """How often each of 0..n-1 occurs in `ids` -> float32 [n] (scatter-add, or a one-hot sum
+    where lookups are one-hot: the same integers)."""
+    flat = ids.reshape(-1)
+    if not (one_hot_lookups() if one_hot is None else one_hot):
+        return jnp.zeros((n,), jnp.float32).at[flat].add(1.0)
+    return jnp.sum(jax.nn.one_hot(flat, n, dtype=jnp.float32), axis=0)
+
+
 def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
     return nn.LayerNorm(dtype=dtype, param_dtype=param_dtype, name=name,
                         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),

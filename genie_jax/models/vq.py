@@ -16,6 +16,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax import traverse_util
 
+from genie_jax.models.layers import count_ids, lookup
+
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True) + eps)
@@ -43,12 +45,12 @@ class VectorQuantizer(nn.Module):
         z_ML = l2_normalize(z_XL.astype(jnp.float32)).reshape(-1, L)
         codebook_VL = l2_normalize(codebook_VL.astype(jnp.float32))
         codes_M = jnp.argmax(z_ML @ codebook_VL.T, axis=-1)
-        e_ML = codebook_VL[codes_M]
+        e_ML = lookup(codebook_VL, codes_M)
         codebook_loss = jnp.mean(jnp.square(jax.lax.stop_gradient(z_ML) - e_ML))
         commit_loss = jnp.mean(jnp.square(z_ML - jax.lax.stop_gradient(e_ML)))
         q_ML = z_ML + jax.lax.stop_gradient(e_ML - z_ML)
 
-        counts_V = jnp.zeros((V,), jnp.float32).at[codes_M].add(1.0)
+        counts_V = count_ids(codes_M, V)
         probs_V = counts_V / codes_M.shape[0]
         entropy = -jnp.sum(jnp.where(probs_V > 0, probs_V * jnp.log(probs_V), 0.0))
         if train and not self.is_initializing():
