@@ -7,7 +7,7 @@ import pytest
 from genie_jax.action_map import ActionMap
 from genie_jax.data.procedural import ACTION_NAMES
 from genie_jax.evaluation import EvalSettings, evaluate, probe_accuracy
-from tests.stages.helpers import save_fake_run, test_config as _cfg
+from tests.stages.helpers import save_fake_run, save_fake_tok_lam, test_config as _cfg
 
 SETTINGS = dict(episodes=3, rollout_frames=5, batch_size=2, steps=2)
 
@@ -38,10 +38,7 @@ def test_probe_accuracy_recovers_a_deterministic_map():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    tok, lam = str(root / "tok"), str(root / "lam")
-    save_fake_run(tok, _cfg("tokenizer"))
-    save_fake_run(lam, _cfg("lam"))
-    return root, tok, lam
+    return (root, *save_fake_tok_lam(root))
 
 
 def _repeat_psnr(results_settings, wm_frames_real, K):

@@ -16,7 +16,7 @@ from genie_jax.stages import get_stage
 from genie_jax.stages.base import load_frozen
 from genie_jax.train.trainer import loader_options, train
 from tests.conftest import REPO, run_cli
-from tests.stages.helpers import save_fake_run, test_config as _cfg
+from tests.stages.helpers import save_fake_run, save_fake_tok_lam, test_config as _cfg
 
 DYN_CFG = os.path.join(REPO, "experiments", "configs", "dynamics.py")
 
@@ -25,9 +25,7 @@ DYN_CFG = os.path.join(REPO, "experiments", "configs", "dynamics.py")
 def runs(tmp_path_factory):
     """Fake finished tokenizer and LAM runs and a cache of the test-size dynamics windows."""
     root = tmp_path_factory.mktemp("tokcache")
-    tok, lam = str(root / "tok"), str(root / "lam")
-    save_fake_run(tok, _cfg("tokenizer"))
-    save_fake_run(lam, _cfg("lam"))
+    tok, lam = save_fake_tok_lam(root)
     cache = str(root / "cache")
     summary = write_cache(_dyn(tok, lam), cache, progress=False)
     assert summary["published"] and summary["steps"] == {"tokenizer": 5, "lam": 5}

@@ -61,3 +61,11 @@ def save_fake_pipeline(root) -> str:
     save_fake_run(lam, test_config("lam"))
     save_fake_run(dyn, test_config("dynamics", f"size=test,tokenizer={tok},lam={lam}"))
     return dyn
+
+
+def save_fake_tok_lam(root) -> tuple[str, str]:
+    """Fake finished test-size tokenizer and LAM runs under `root` -> (tok, lam) folders."""
+    tok, lam = os.path.join(str(root), "tok"), os.path.join(str(root), "lam")
+    save_fake_run(tok, test_config("tokenizer"))
+    save_fake_run(lam, test_config("lam"))
+    return tok, lam
