@@ -84,16 +84,24 @@ def _with_defaults(saved: dict, current: dict) -> dict:
     return out
 
 
-def check_compatible(saved: dict, current: dict, where: str) -> None:
-    """Raise a UserError listing every config value that differs from the checkpoint's."""
+def meta_differences(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) of every shape key on which two stage metas differ,
+    reading keys added later as their META_DEFAULTS and skipping META_IGNORED."""
     saved = _with_defaults(saved, current)
-    diffs = []
+    out = []
     for key in sorted(set(saved) | set(current)):
         if any(_matches(key, suffix) for suffix in META_IGNORED):
             continue
         a, b = saved.get(key), current.get(key)
         if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
-            diffs.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
+            out.append((key, a, b))
+    return out
+
+
+def check_compatible(saved: dict, current: dict, where: str) -> None:
+    """Raise a UserError listing every config value that differs from the checkpoint's."""
+    diffs = [f"{key}: checkpoint has {a!r}, config has {b!r}"
+             for key, a, b in meta_differences(saved, current)]
     if diffs:
         layout = any(d.split(":")[0].endswith("scan_layers") for d in diffs)
         raise UserError(

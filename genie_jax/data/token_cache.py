@@ -96,11 +96,16 @@ def expected_plan(config, *, lam: bool) -> dict:
 
 
 def _diff(have: dict, want: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    """(key, have, want) of every field of `want` that `have` lacks or holds otherwise."""
+    """(key, have, want) of every field of `want` that `have` lacks or holds otherwise; a run's
+    stage meta compares as checkpoints do (runs.meta_differences: e.g. model.remat fixes no
+    token, and a key added later reads as its old default)."""
+    from genie_jax.runs import meta_differences
     out = []
     for k, w in want.items():
         h = have.get(k)
-        if isinstance(w, dict) and isinstance(h, dict):
+        if k == "meta" and isinstance(w, dict) and isinstance(h, dict):
+            out += [(f"{prefix}meta.{key}", a, b) for key, a, b in meta_differences(h, w)]
+        elif isinstance(w, dict) and isinstance(h, dict):
             out += _diff(h, w, f"{prefix}{k}.")
         elif h != w:
             out.append((f"{prefix}{k}", h, w))
@@ -271,7 +276,7 @@ def write_cache(config, out_dir: str, *, shard: int = 0, num_shards: int = 1,
     from tqdm import tqdm
 
     from genie_jax.data.loader import WindowDataSource
-    from genie_jax.runs import Run
+    from genie_jax.stages.base import restore_frozen
     from genie_jax.stages.dynamics import DynamicsStage
 
     if config.get("stage") != "dynamics":
@@ -292,10 +297,7 @@ def write_cache(config, out_dir: str, *, shard: int = 0, num_shards: int = 1,
     num_units = -(-W // K)
 
     inputs = stage.frozen_inputs()
-    frozen, steps = {}, {}
-    for name, fi in inputs.items():
-        frozen[name], steps[name] = Run(fi.workdir, fi.what).restore(
-            fi.abstract(), expect_meta=fi.meta)
+    frozen, steps = restore_frozen(inputs, {k: fi.abstract() for k, fi in inputs.items()})
     plan = expected_plan(config, lam=lam)
     plan.update(num_windows=W, unit_windows=K, num_units=num_units,
                 token_dtype=str(token_dtype(stage.model.num_codes)),

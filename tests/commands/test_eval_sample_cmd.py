@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.stages.helpers import save_fake_pipeline, save_fake_run, test_config as _cfg
+from tests.stages.helpers import save_fake_dynamics_on_data, save_fake_pipeline
 
 CFGS = os.path.join(REPO, "experiments", "configs")
 FAST = ["--config.train.steps=4", "--config.train.log_every=2", "--config.train.eval_every=4",
@@ -122,11 +122,7 @@ def test_eval_on_coinrun_shards_reports_class_nmi(fake_dyn, tmp_path):
         w.end_episode()
     w.commit()
     shards.finalize(data)
-    root = os.path.dirname(fake_dyn)
-    cfg = _cfg("dynamics", f"size=test,tokenizer={root}/tok,lam={root}/lam")
-    cfg.data.source, cfg.data.dir = "arrayrecord", data
-    dyn = str(tmp_path / "dyn")
-    save_fake_run(dyn, cfg)
+    dyn = save_fake_dynamics_on_data(str(tmp_path / "dyn"), fake_dyn, data)
     r, art = evaluate(dyn, EvalSettings(episodes=4, rollout_frames=4, batch_size=2, steps=1),
                       log=lambda m: None)
     assert r["settings"]["episodes"] == 2 and r["settings"]["episode_sources"] == ["procgen:coinrun"]

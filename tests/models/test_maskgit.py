@@ -41,15 +41,22 @@ def test_cosine_unmasks_slowly_first():
     assert 256 - c[0] < c[-2] - c[-1]  # few tokens fixed first, many at the end
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_maskgit_decode_fills_the_frame(temperature):
-    B, N, V, steps = 2, 6, 5, 3
+def _recording_logits(B, N, V):
+    """Fixed random logits [B,N,V], and a logits_fn that returns them and records each frame it
+    is given (`seen`)."""
     logits = jax.random.normal(jax.random.PRNGKey(0), (B, N, V))
     seen = []
 
     def logits_fn(frame_BN):
         seen.append(frame_BN)
         return logits
+    return logits, logits_fn, seen
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_maskgit_decode_fills_the_frame(temperature):
+    B, N, V, steps = 2, 6, 5, 3
+    logits, logits_fn, seen = _recording_logits(B, N, V)
 
     out = jax.jit(lambda r: maskgit_decode_frame(logits_fn, B, N, r, mask_id=V, steps=steps,
                                                  temperature=temperature, schedule="cosine"))(
@@ -138,12 +145,7 @@ def test_halton_rank_is_a_permutation_that_spreads_the_first_tokens(N):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_halton_order_decodes_in_rank_order(temperature):
     B, N, V, steps = 2, 16, 5, 4
-    logits = jax.random.normal(jax.random.PRNGKey(0), (B, N, V))
-    seen = []
-
-    def logits_fn(frame_BN):
-        seen.append(frame_BN)
-        return logits
+    logits, logits_fn, seen = _recording_logits(B, N, V)
 
     out = maskgit_decode_frame(logits_fn, B, N, jax.random.PRNGKey(1), mask_id=V, steps=steps,
                                temperature=temperature, schedule="linear", order="halton")

@@ -78,7 +78,7 @@ def test_converted_video_run_plays_from_its_val_split(fake_dyn, tmp_path):
     from genie_jax.evaluation import load_world_model
     from genie_jax.play.prompts import open_clips
     from genie_jax.play.session import PlayEngine
-    from tests.stages.helpers import save_fake_run, test_config
+    from tests.stages.helpers import save_fake_dynamics_on_data
     data = str(tmp_path / "video")
     w = shards.UnitWriter(os.path.join(data, shards.STAGING_DIR), "u0", (16, 16, 3),
                           fractions=shards.parse_fractions("0,1,0"), record_frames=4)
@@ -88,11 +88,7 @@ def test_converted_video_run_plays_from_its_val_split(fake_dyn, tmp_path):
     w.end_episode()
     w.commit()
     shards.finalize(data)
-    root = os.path.dirname(fake_dyn)
-    cfg = test_config("dynamics", f"size=test,tokenizer={root}/tok,lam={root}/lam")
-    cfg.data.source, cfg.data.dir = "arrayrecord", data
-    dyn = str(tmp_path / "dyn")
-    save_fake_run(dyn, cfg)
+    dyn = save_fake_dynamics_on_data(str(tmp_path / "dyn"), fake_dyn, data)
     wm = load_world_model(dyn)
     clips = open_clips(wm.config, ["test", "val"], 2)
     assert clips.split == "val"

@@ -56,9 +56,8 @@ def frames_batch(B: int, T: int, H: int, seed: int = 0):
 
 def save_fake_pipeline(root) -> str:
     """Tokenizer, LAM and dynamics runs (random params) under `root`; -> the dynamics workdir."""
-    tok, lam, dyn = str(root / "tok"), str(root / "lam"), str(root / "dyn")
-    save_fake_run(tok, test_config("tokenizer"))
-    save_fake_run(lam, test_config("lam"))
+    tok, lam = save_fake_tok_lam(root)
+    dyn = str(root / "dyn")
     save_fake_run(dyn, test_config("dynamics", f"size=test,tokenizer={tok},lam={lam}"))
     return dyn
 
@@ -69,3 +68,13 @@ def save_fake_tok_lam(root) -> tuple[str, str]:
     save_fake_run(tok, test_config("tokenizer"))
     save_fake_run(lam, test_config("lam"))
     return tok, lam
+
+
+def save_fake_dynamics_on_data(dyn: str, fake_dyn: str, data_dir: str) -> str:
+    """A fake dynamics run at `dyn` over the tokenizer and LAM beside `fake_dyn` (made by
+    save_fake_pipeline), reading the ArrayRecord dataset `data_dir`; -> dyn."""
+    root = os.path.dirname(fake_dyn)
+    cfg = test_config("dynamics", f"size=test,tokenizer={root}/tok,lam={root}/lam")
+    cfg.data.source, cfg.data.dir = "arrayrecord", data_dir
+    save_fake_run(dyn, cfg)
+    return dyn
