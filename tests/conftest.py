@@ -34,7 +34,11 @@ TEST_XLA_FLAGS = os.environ.get(
 def xla_env(devices: int = 1, env=None) -> dict:
     """The environment of a test subprocess: `devices` simulated CPU devices + the test flags."""
     e = dict(os.environ)
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}"
+    # One device is the CPU default: leaving the flag out keeps XLA_FLAGS, and so the persistent
+    # cache's keys (they hash XLA_FLAGS), equal to the test process's own, so a program compiled
+    # in-process is a cache hit in a one-device subprocess and back.
+    count = f"--xla_force_host_platform_device_count={devices} " if devices != 1 else ""
+    e["XLA_FLAGS"] = f"{count}{TEST_XLA_FLAGS}"
     e["JAX_PLATFORMS"] = "cpu"
     e.update(env or {})
     return e

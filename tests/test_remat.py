@@ -61,7 +61,7 @@ def _compiled_steps():
     for scan in (False, True):
         for policy in REMAT_POLICIES:
             cfg = stage_config("tokenizer")
-            cfg.model.update(depth=3, decoder_depth=3, remat=policy, scan_layers=scan)
+            cfg.model.update(depth=2, decoder_depth=2, remat=policy, scan_layers=scan)
             stage = get_stage(cfg)
             if weights is None:
                 weights = _random_like(stage.init, jax.random.PRNGKey(0), {"frames": frames})

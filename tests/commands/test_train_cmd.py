@@ -12,6 +12,7 @@ from tests.conftest import REPO, TOKENIZER_CFG, run_cli, xla_env
 from tests.train import probe
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
+NO_EVAL = "--config.train.eval_batches=0"  # for runs that only make a run folder to act on
 
 
 def _records(workdir, split="train"):
@@ -60,7 +61,7 @@ def test_wrong_frame_shape_names_the_config_keys(tmp_path):
 
 def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
     wd = str(tmp_path / "run")
-    run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=4"])
+    run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=4", NO_EVAL])
     before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
     proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.model.width=48",
                     "--config.train.steps=8"], check=False)
@@ -138,13 +139,13 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
     wd = str(tmp_path / "run")
-    run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=8"])
+    run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=8", NO_EVAL])
     latest = os.path.join(wd, "checkpoints", "8", "state")
     for root, _, files in os.walk(latest):
         for f in files:
             with open(os.path.join(root, f), "wb") as fh:
                 fh.write(b"garbage")
-    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=10"])
+    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=10", NO_EVAL])
     assert "checkpoint at step 8 is unreadable" in proc.stdout
     assert "falling back to step 4" in proc.stdout
     assert "resumed from" in proc.stdout and proc.stdout.strip().endswith(f"run folder {wd}")

@@ -61,7 +61,7 @@ def test_cached_batch_is_the_frames_batch_encoded_with_the_same_loss(runs):
     np.testing.assert_array_equal(cb["latent_actions"], np.asarray(acts))
 
     rng = jax.random.PRNGKey(3)
-    params = frames_stage.init(jax.random.PRNGKey(0), {"frames": fb["frames"]})["params"]
+    params = jax.jit(frames_stage.init)(jax.random.PRNGKey(0), {"frames": fb["frames"]})["params"]
     loss_frames = jax.jit(lambda b: frames_stage.loss(params, frozen, {}, b, rng)[0])(
         {"frames": fb["frames"]})
     loss_cached = jax.jit(lambda b: cached_stage.loss(params, {}, {}, b, rng)[0])(

@@ -5,6 +5,7 @@ import pytest
 from flax import linen as nn
 
 from genie_jax.models.dynamics import Dynamics, shift_actions
+from tests.models.helpers import jitted_apply
 
 V, A, T, N = 16, 6, 5, 4
 
@@ -22,7 +23,7 @@ def _inputs(seed=0):
 def _setup(mode):
     model = _model(mode)
     tokens, actions = _inputs()
-    v = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))
+    v = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, actions))
     return model, v, tokens, actions
 
 
@@ -38,15 +39,16 @@ def test_shift_actions_aligns_transition_t_with_frame_t_plus_1():
 @pytest.mark.parametrize("mode", ["token", "add"])
 def test_logits_shape_and_time_causality(mode):
     model, v, tokens, actions = _setup(mode)
-    logits = model.apply(v, tokens, actions)
+    apply = jitted_apply(model)
+    logits = apply(v, tokens, actions)
     assert logits.shape == (2, T, N, V)
     # Tokens of frames > 2 do not change logits of frames <= 2.
     tokens2 = tokens.at[:, 3:].set((tokens[:, 3:] + 1) % V)
-    logits2 = model.apply(v, tokens2, actions)
+    logits2 = apply(v, tokens2, actions)
     np.testing.assert_allclose(logits2[:, :3], logits[:, :3], atol=1e-5)
     assert _diff(logits2[:, 3], logits[:, 3]) > 1e-4
     # A mask token at frame 3 changes frame 3's logits, not earlier ones.
-    logits3 = model.apply(v, tokens.at[:, 3].set(model.mask_id), actions)
+    logits3 = apply(v, tokens.at[:, 3].set(model.mask_id), actions)
     np.testing.assert_allclose(logits3[:, :3], logits[:, :3], atol=1e-5)
     assert _diff(logits3[:, 3], logits[:, 3]) > 1e-4
 
@@ -54,10 +56,11 @@ def test_logits_shape_and_time_causality(mode):
 @pytest.mark.parametrize("mode", ["token", "add"])
 def test_action_t_conditions_frame_t_plus_1_and_nothing_earlier(mode):
     model, v, tokens, actions = _setup(mode)
-    logits = model.apply(v, tokens, actions)
+    apply = jitted_apply(model)
+    logits = apply(v, tokens, actions)
     t = 2  # transition 2 -> 3
     new = actions.at[:, t].set((actions[:, t] + 1) % A)
-    logits2 = model.apply(v, tokens, new)
+    logits2 = apply(v, tokens, new)
     np.testing.assert_allclose(logits2[:, :t + 1], logits[:, :t + 1], atol=1e-5)  # frames <= t
     assert _diff(logits2[:, t + 1], logits[:, t + 1]) > 1e-4                      # frame t+1
 

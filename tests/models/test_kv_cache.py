@@ -1,5 +1,7 @@
 """The sampler's temporal KV cache: a one-frame pass against a context pass's cache gives the
 same logits as a full pass over the buffer, for every slot and both action modes."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +27,7 @@ def test_one_frame_pass_matches_full_pass(mode, temporal_pos, t):
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(t), 3)
     tokens = jax.random.randint(k1, (2, M, N), 0, V + 1)   # includes mask ids
     actions = jax.random.randint(k2, (2, M - 1), -1, A)    # includes "unknown"
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))["params"]
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, actions))["params"]
     full = model.apply({"params": params}, tokens, actions)
     # Cache from a buffer whose frame t (and later) differ: only frames < t may matter.
     other = tokens.at[:, t:].set(jax.random.randint(k3, (2, M - t, N), 0, V + 1))
@@ -41,7 +43,7 @@ def test_one_frame_pass_without_a_cache_is_a_clear_error():
     model = _model("token", depth=1)
     tokens = jnp.zeros((1, M, N), jnp.int32)
     actions = jnp.zeros((1, M - 1), jnp.int32)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))["params"]
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, actions))["params"]
     with pytest.raises(ValueError, match="kv_cache"):
         model.apply({"params": params}, tokens[:, :1], actions, kv_slot=1)
 
@@ -50,7 +52,7 @@ def test_training_passes_store_no_cache():
     model = _model("token", depth=1)
     tokens = jnp.zeros((1, M, N), jnp.int32)
     actions = jnp.zeros((1, M - 1), jnp.int32)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))["params"]
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, actions))["params"]
     _, state = model.apply({"params": params}, tokens, actions, mutable=True)
     assert "kv_cache" not in state
 
@@ -64,25 +66,27 @@ def test_rope_cache_survives_a_slide():
     k1, k2 = jax.random.split(jax.random.PRNGKey(7))
     frames = jax.random.randint(k1, (2, M + 1, N), 0, V)
     actions = jax.random.randint(k2, (2, M), 0, A)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), frames[:, :M],
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), frames[:, :M],
                                  actions[:, :M - 1]))["params"]
-    _, cache = model.apply({"params": params}, frames[:, :M], actions[:, :M - 1],
-                           fill_kv_cache=True, mutable=["kv_cache"])
+    # Each pass compiled whole (eagerly every op is its own XLA compile).
+    fill = jax.jit(functools.partial(model.apply, fill_kv_cache=True, mutable=["kv_cache"]))
+    banded_pass = jax.jit(functools.partial(model.apply, temporal_window=M))
+    _, cache = fill({"params": params}, frames[:, :M], actions[:, :M - 1])
     rolled = jax.tree.map(lambda a: jnp.roll(a, -1, axis=1), cache)
-    one = model.apply({"params": params, **rolled}, frames[:, M:], actions[:, 1:],
-                      kv_slot=jnp.int32(M - 1))
-    banded = model.apply({"params": params}, frames, actions, temporal_window=M)
+    one = jax.jit(model.apply)({"params": params, **rolled}, frames[:, M:], actions[:, 1:],
+                               kv_slot=jnp.int32(M - 1))
+    banded = banded_pass({"params": params}, frames, actions)
     np.testing.assert_allclose(one[:, 0], banded[:, M], atol=2e-5, rtol=1e-5)
     # Before any slide the band changes nothing: a plain causal pass.
-    np.testing.assert_allclose(banded[:, :M], model.apply({"params": params}, frames[:, :M],
-                                                          actions[:, :M - 1]), atol=2e-5)
+    np.testing.assert_allclose(banded[:, :M], jax.jit(model.apply)(
+        {"params": params}, frames[:, :M], actions[:, :M - 1]), atol=2e-5)
 
 
 def test_one_frame_pass_commits_its_keys_when_the_cache_is_mutable():
     model = _model("token", temporal_pos="rope")
     tokens = jax.random.randint(jax.random.PRNGKey(1), (1, M, N), 0, V)
     actions = jnp.zeros((1, M - 1), jnp.int32)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, actions))["params"]
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, actions))["params"]
     _, full = model.apply({"params": params}, tokens, actions, fill_kv_cache=True,
                           mutable=["kv_cache"])
     _, part = model.apply({"params": params}, tokens.at[:, 2:].set(V), actions,

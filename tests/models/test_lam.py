@@ -4,6 +4,7 @@ import numpy as np
 from flax import linen as nn
 
 from genie_jax.models.lam import LatentActionModel, lam_loss
+from tests.models.helpers import jitted_apply
 
 
 def _model(**kw):
@@ -17,14 +18,15 @@ def _frames(seed, T=5):
 
 
 def _vars(model, frames):
-    return nn.unbox(model.init({"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(1)},
-                               frames))
+    keys = {"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(1)}
+    return nn.unbox(jax.jit(model.init)(keys, frames))
 
 
 def test_shapes_one_action_per_transition():
     model, frames = _model(), _frames(0)
     v = _vars(model, frames)
-    pred, codes, aux = model.apply(v, frames)
+    apply = jitted_apply(model)
+    pred, codes, aux = apply(v, frames)
     assert pred.shape == (2, 4, 8, 8, 3)
     assert codes.shape == (2, 4) and codes.dtype == jnp.int32
     assert int(codes.min()) >= 0 and int(codes.max()) < 6
@@ -36,15 +38,16 @@ def test_shapes_one_action_per_transition():
 def test_action_t_ignores_frames_after_t_plus_1():
     model, frames = _model(), _frames(1)
     v = _vars(model, frames)
-    q, codes, _ = model.apply(v, frames, method=LatentActionModel.encode)
+    apply = jitted_apply(model)
+    q, codes, _ = apply(v, frames, method=LatentActionModel.encode)
     # Change frames 3 and 4: a_0, a_1 (transitions 0->1, 1->2) must not move; a_2 (2->3) must.
     frames2 = frames.at[:, 3:].set(255 - frames[:, 3:])
-    q2, codes2, _ = model.apply(v, frames2, method=LatentActionModel.encode)
+    q2, codes2, _ = apply(v, frames2, method=LatentActionModel.encode)
     np.testing.assert_allclose(q2[:, :2], q[:, :2], atol=1e-5)
     np.testing.assert_array_equal(codes2[:, :2], codes[:, :2])
     # The pre-quantisation latent of a_2 does see frame 3 (checked through the encoder output).
-    z = model.apply(v, frames, method=LatentActionModel.latents)
-    z2 = model.apply(v, frames2, method=LatentActionModel.latents)
+    z = apply(v, frames, method=LatentActionModel.latents)
+    z2 = apply(v, frames2, method=LatentActionModel.latents)
     np.testing.assert_allclose(z2[:, :2], z[:, :2], atol=1e-5)
     assert float(jnp.max(jnp.abs(z2[:, 2] - z[:, 2]))) > 1e-4
 
@@ -52,15 +55,16 @@ def test_action_t_ignores_frames_after_t_plus_1():
 def test_decoder_prediction_of_frame_t_plus_1_uses_only_frames_le_t_and_a_le_t():
     model, frames = _model(), _frames(2)
     v = _vars(model, frames)
-    q, _, _ = model.apply(v, frames, method=LatentActionModel.encode)
+    apply = jitted_apply(model)
+    q, _, _ = apply(v, frames, method=LatentActionModel.encode)
     ctx = frames[:, :-1]
-    pred = model.apply(v, ctx, q, method=LatentActionModel.decode)
+    pred = apply(v, ctx, q, method=LatentActionModel.decode)
     # Changing context frame 3 or action 3 leaves predictions of frames 1..3 unchanged.
-    pred2 = model.apply(v, ctx.at[:, 3].set(0), q.at[:, 3].set(-q[:, 3]),
+    pred2 = apply(v, ctx.at[:, 3].set(0), q.at[:, 3].set(-q[:, 3]),
                         method=LatentActionModel.decode)
     np.testing.assert_allclose(pred2[:, :3], pred[:, :3], atol=1e-5)
     assert float(jnp.max(jnp.abs(pred2[:, 3] - pred[:, 3]))) > 1e-4
     # The action of transition 1 changes the prediction of frame 2 (decoder output 1).
-    pred3 = model.apply(v, ctx, q.at[:, 1].set(-q[:, 1]), method=LatentActionModel.decode)
+    pred3 = apply(v, ctx, q.at[:, 1].set(-q[:, 1]), method=LatentActionModel.decode)
     np.testing.assert_allclose(pred3[:, :1], pred[:, :1], atol=1e-5)
     assert float(jnp.max(jnp.abs(pred3[:, 1] - pred[:, 1]))) > 1e-4

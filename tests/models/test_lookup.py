@@ -33,7 +33,7 @@ def test_lookup_and_counts_agree_between_gather_and_one_hot(dtype):
 def test_vector_quantizer_is_the_same_with_one_hot_lookups(monkeypatch):
     vq = VectorQuantizer(num_codes=16, code_dim=4)
     z = jax.random.normal(jax.random.PRNGKey(3), (2, 6, 4))
-    variables = vq.init(jax.random.PRNGKey(4), z)
+    variables = jax.jit(vq.init)(jax.random.PRNGKey(4), z)
     params, stats = variables["params"], variables["vq_stats"]
 
     def run():

@@ -6,6 +6,7 @@ from flax import linen as nn
 
 from genie_jax.models.layers import patchify, unpatchify
 from genie_jax.models.tokenizer import Tokenizer
+from tests.models.helpers import jitted_apply
 
 
 def _model():
@@ -14,8 +15,8 @@ def _model():
 
 
 def _vars(model, frames):
-    return nn.unbox(model.init({"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(1)},
-                               frames))
+    keys = {"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(1)}
+    return nn.unbox(jax.jit(model.init)(keys, frames))
 
 
 def test_patchify_roundtrip():
@@ -30,18 +31,19 @@ def test_encode_decode_interface_and_causality():
     model = _model()
     frames = jax.random.randint(jax.random.PRNGKey(3), (2, 5, 16, 16, 3), 0, 256).astype(jnp.uint8)
     v = _vars(model, frames)
-    _, tokens, _ = model.apply(v, frames, method=Tokenizer.encode)
+    apply = jitted_apply(model)
+    _, tokens, _ = apply(v, frames, method=Tokenizer.encode)
     assert tokens.shape == (2, 5, 16) and tokens.dtype == jnp.int32
-    out = model.apply(v, tokens, method=Tokenizer.decode)
+    out = apply(v, tokens, method=Tokenizer.decode)
     assert out.shape == (2, 5, 16, 16, 3)
     # Tokens and decoded frames at t do not depend on frames after t.
     frames2 = frames.at[:, 3:].set(255 - frames[:, 3:])
-    _, tokens2, _ = model.apply(v, frames2, method=Tokenizer.encode)
+    _, tokens2, _ = apply(v, frames2, method=Tokenizer.encode)
     np.testing.assert_array_equal(tokens2[:, :3], tokens[:, :3])
-    recon, _, _ = model.apply(v, frames)
-    recon2, _, _ = model.apply(v, frames2)
+    recon, _, _ = apply(v, frames)
+    recon2, _, _ = apply(v, frames2)
     np.testing.assert_allclose(recon2[:, :3], recon[:, :3], atol=1e-5)
-    out2 = model.apply(v, tokens.at[:, 4].set(0), method=Tokenizer.decode)
+    out2 = apply(v, tokens.at[:, 4].set(0), method=Tokenizer.decode)
     np.testing.assert_allclose(out2[:, :4], out[:, :4], atol=1e-5)
 
 

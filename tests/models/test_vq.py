@@ -9,7 +9,8 @@ from genie_jax.models.vq import VectorQuantizer, l2_normalize, restart_dead_code
 def _setup(V=8, L=4):
     vq = VectorQuantizer(num_codes=V, code_dim=L)
     z = jax.random.normal(jax.random.PRNGKey(0), (3, 5, L))
-    variables = nn.unbox(vq.init({"params": jax.random.PRNGKey(1), "vq": jax.random.PRNGKey(2)}, z))
+    keys = {"params": jax.random.PRNGKey(1), "vq": jax.random.PRNGKey(2)}
+    variables = nn.unbox(jax.jit(vq.init)(keys, z))
     return vq, z, variables
 
 

@@ -1,5 +1,6 @@
 """Fake finished runs (tokenizer, LAM) for stages and the sampler: params from init, saved the way
 the trainer saves them (orbax Composite with the full train state and meta)."""
+import functools
 import os
 import sys
 
@@ -17,6 +18,13 @@ def test_config(name: str, arg: str = "size=test"):
     return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
 
 
+def jit_init(init, *args, **static):
+    """`init(*args, **static)` as one compiled program. An eager Flax init compiles every op on
+    its own (hundreds of tiny XLA compiles, most of the suite's compile time); the values are
+    the same (same keys, same ops)."""
+    return jax.jit(functools.partial(init, **static))(*args)
+
+
 def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
     """Init the stage's model, save a checkpoint + config.json like a trainer run; -> params."""
     from genie_jax.stages import get_stage
@@ -24,11 +32,11 @@ def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
     stage = get_stage(stage_config)
     spec = stage.batch_spec(1)
     batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
-    v = dict(nn.unbox(stage.init(jax.random.PRNGKey(step), batch)))
+    v = dict(nn.unbox(jit_init(stage.init, jax.random.PRNGKey(step), batch)))
     params = v.pop("params")
     tx = optax.adamw(1e-3)
     state = {"step": jnp.asarray(step, jnp.int32), "params": params, "model_state": v,
-             "opt_state": tx.init(params), "rng": jax.random.PRNGKey(0),
+             "opt_state": jax.jit(tx.init)(params), "rng": jax.random.PRNGKey(0),
              "first_bad_step": jnp.asarray(-1, jnp.int32)}
     os.makedirs(workdir, exist_ok=True)
     ck = Checkpointer(workdir, keep=2, async_save=False)

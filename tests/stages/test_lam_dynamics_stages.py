@@ -13,7 +13,7 @@ from flax import linen as nn
 from genie_jax.errors import UserError
 from genie_jax.stages import get_stage
 from genie_jax.stages.base import load_frozen
-from tests.stages.helpers import frames_batch, save_fake_run, test_config as _cfg
+from tests.stages.helpers import frames_batch, jit_init, save_fake_run, test_config as _cfg
 
 
 def _load_frozen(stage):
@@ -22,11 +22,11 @@ def _load_frozen(stage):
 
 
 def _train(stage, batch, steps=6, lr=3e-3, frozen=None):
-    v = dict(nn.unbox(stage.init(jax.random.PRNGKey(0), batch)))
+    v = dict(nn.unbox(jit_init(stage.init, jax.random.PRNGKey(0), batch)))
     params = v.pop("params")
     model_state = v
     tx = optax.adam(lr)
-    opt = tx.init(params)
+    opt = jax.jit(tx.init)(params)
 
     @jax.jit
     def step(params, model_state, opt, i):
@@ -51,7 +51,7 @@ def test_lam_stage_loss_decreases_and_reports_usage():
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert {"lam_mse", "psnr", "lam_perplexity", "lam_batch_code_usage",
             "codes_restarted"} <= set(metrics)
-    ev = stage.eval_step(params, {}, model_state, batch)
+    ev = jax.jit(stage.eval_step)(params, {}, model_state, batch)
     assert ev["action_counts"].shape == (6,) and float(ev["action_counts"].sum()) == 2 * 3
 
 
@@ -76,9 +76,9 @@ def test_dynamics_stage_loss_decreases_on_frozen_tokenizer(tmp_path, lam_mode):
     if lam_mode == "cotrain":
         assert "lam_mse" in metrics and "lam_codes_restarted" in metrics
         assert "lam" in model_state["vq_stats"]
-    ev = stage.eval_step(params, frozen, model_state, batch)
+    ev = jax.jit(stage.eval_step)(params, frozen, model_state, batch)
     assert float(ev["count"]) == 2 and 0 <= float(ev["masked_acc"]) <= 2
-    img = stage.visualize(params, frozen, model_state, batch)["dynamics_last_frame"]
+    img = jax.jit(stage.visualize)(params, frozen, model_state, batch)["dynamics_last_frame"]
     assert img.dtype == jnp.uint8 and img.shape == (2 * 3 * 16, 4 * 16, 3)
 
 

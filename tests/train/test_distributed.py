@@ -10,6 +10,7 @@ import numpy as np
 from tests.conftest import REPO, TOKENIZER_CFG, run_cli, run_python, xla_env
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
+NO_EVAL = "--config.train.eval_batches=0"  # these tests are about params and losses: skip eval
 
 SHARDED_VS_SINGLE = r'''
 import jax, numpy as np, sys
@@ -62,7 +63,7 @@ for mesh in ("2,2,2", "1,2,2", "1,1,1"):  # 8, 4 and 1 of this process's 8 devic
 def test_checkpoint_from_8_devices_restores_on_4_and_1(tmp_path):
     wd = str(tmp_path / "run")
     run_cli(["train", CFG, f"--workdir={wd}", "--config.mesh.shape=(2,2,2)",
-             "--config.train.steps=4"], devices=8)
+             "--config.train.steps=4", NO_EVAL], devices=8)
     # One process restores onto meshes of 8, 4 and 1 devices (a mesh over fewer devices is what
     # a smaller job sees; one process instead of three keeps the test fast).
     log = run_python(PROBES, devices=8, args=[wd, str(tmp_path)])
@@ -77,7 +78,7 @@ def test_checkpoint_from_8_devices_restores_on_4_and_1(tmp_path):
             np.testing.assert_array_equal(outs[n][k], outs[8][k], err_msg=f"{k} on {n}")
     # And training continues on the new mesh.
     proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.mesh.shape=(1,2,2)",
-                    "--config.train.steps=6"], devices=4)
+                    "--config.train.steps=6", NO_EVAL], devices=4)
     assert "resumed from" in proc.stdout and "done: step 6/6" in proc.stdout
 
 
@@ -98,7 +99,7 @@ def _train_losses(workdir):
 
 def test_two_processes_match_one_process(tmp_path):
     steps = ["--config.train.steps=6", "--config.mesh.shape=(2,1,1)",
-             "--config.checkpoint.every=2"]
+             "--config.checkpoint.every=2", NO_EVAL]
     one = str(tmp_path / "one")
     run_cli(["train", CFG, f"--workdir={one}", *steps], devices=2)
     two = str(tmp_path / "two")
