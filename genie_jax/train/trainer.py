@@ -235,6 +235,9 @@ def build_engine(config, devices=None) -> Engine:
                           in_shardings=(state_shardings, eval_batch_shardings, frozen_shardings),
                           out_shardings=rep)
         vis_fn = jax.jit(functools.partial(visualize_step, stage=stage), out_shardings=rep)
+    # The logged learning rate: one compiled program, not a dozen eager ops (each its own
+    # compile in a fresh process).
+    schedule = jax.jit(schedule)
     return Engine(config, mesh, rules, stage, tx, schedule, abstract, state_shardings,
                   batch_shardings, eval_batch_shardings, frozen_abstract, init_fn, step_fn, eval_fn, vis_fn)
 

@@ -1,18 +1,33 @@
 """The real `genie-jax train` entry point: pulse, bad input, resume, preemption."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO, TOKENIZER_CFG, run_cli, xla_env
+from tests.stages.helpers import test_config as stage_config
 from tests.train import probe
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
 NO_EVAL = "--config.train.eval_batches=0"  # for runs that only make a run folder to act on
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 8-step run (checkpoints at 4 and 8) for the tests that act on a run folder:
+    trained once, in-process (the CLI behaviour under test is the next command's)."""
+    from genie_jax.train.trainer import train
+    cfg = stage_config("tokenizer")
+    cfg.train.update(steps=8, eval_batches=0)
+    wd = str(tmp_path_factory.mktemp("finished") / "run")
+    train(cfg, wd)
+    return wd
 
 
 def _records(workdir, split="train"):
@@ -59,15 +74,14 @@ def test_wrong_frame_shape_names_the_config_keys(tmp_path):
     assert "(8, 4, 24, 24, 3)" in proc.stderr
 
 
-def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
-    wd = str(tmp_path / "run")
-    run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=4", NO_EVAL])
+def test_incompatible_checkpoint_is_refused_and_kept(finished_run, tmp_path):
+    wd = shutil.copytree(finished_run, str(tmp_path / "run"))
     before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
     proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.model.width=48",
                     "--config.train.steps=8"], check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "incompatible config" in proc.stderr and "model.width" in proc.stderr
-    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before == ["4"]
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before == ["4", "8"]
 
 
 def test_nan_stops_the_run_without_checkpointing_bad_state(tmp_path):
@@ -137,9 +151,8 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert json.load(open(os.path.join(wd, "summary.json")))["preempted"] is True
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
-    wd = str(tmp_path / "run")
-    run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=8", NO_EVAL])
+def test_corrupt_latest_checkpoint_falls_back_to_previous(finished_run, tmp_path):
+    wd = shutil.copytree(finished_run, str(tmp_path / "run"))
     latest = os.path.join(wd, "checkpoints", "8", "state")
     for root, _, files in os.walk(latest):
         for f in files:
