@@ -1,6 +1,5 @@
 """Fake finished runs (tokenizer, LAM) for stages and the sampler: params from init, saved the way
 the trainer saves them (orbax Composite with the full train state and meta)."""
-import functools
 import os
 import sys
 
@@ -18,11 +17,11 @@ def test_config(name: str, arg: str = "size=test"):
     return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
 
 
-def jit_init(init, *args, **static):
-    """`init(*args, **static)` as one compiled program. An eager Flax init compiles every op on
-    its own (hundreds of tiny XLA compiles, most of the suite's compile time); the values are
-    the same (same keys, same ops)."""
-    return jax.jit(functools.partial(init, **static))(*args)
+def jit_init(init, *args):
+    """`init(*args)` as one compiled program. An eager Flax init compiles every op on its own
+    (hundreds of tiny XLA compiles, most of the suite's compile time); the values are the same
+    (same keys, same ops)."""
+    return jax.jit(init)(*args)
 
 
 def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
