@@ -68,11 +68,12 @@ def test_action_t_conditions_frame_t_plus_1_and_nothing_earlier(mode):
 @pytest.mark.parametrize("mode", ["token", "add"])
 def test_off_by_one_next_action_does_not_reach_frame_t_plus_1(mode):
     model, v, tokens, actions = _setup(mode)
-    logits = model.apply(v, tokens, actions)
+    apply = jitted_apply(model)
+    logits = apply(v, tokens, actions)
     t = 1
     # a_{t+1} (transition 2 -> 3) must not affect frame t+1 = 2 (nor earlier frames).
     new = actions.at[:, t + 1].set((actions[:, t + 1] + 1) % A)
-    logits2 = model.apply(v, tokens, new)
+    logits2 = apply(v, tokens, new)
     np.testing.assert_allclose(logits2[:, :t + 2], logits[:, :t + 2], atol=1e-5)
     assert _diff(logits2[:, t + 2], logits[:, t + 2]) > 1e-4
 

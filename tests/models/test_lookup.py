@@ -40,7 +40,8 @@ def test_vector_quantizer_is_the_same_with_one_hot_lookups(monkeypatch):
         def loss(p, z):
             q, codes, aux = vq.apply({"params": p, "vq_stats": stats}, z)
             return jnp.sum(q ** 2) + aux["vq_loss"], (codes, aux["counts"])
-        return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, z)
+        # Traced afresh per call: the patched one_hot_lookups is read while tracing.
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, z)
 
     monkeypatch.setattr(layers, "one_hot_lookups", lambda: False)
     (l0, (c0, n0)), g0 = run()
