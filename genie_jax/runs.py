@@ -100,10 +100,10 @@ def meta_differences(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
 
 def check_compatible(saved: dict, current: dict, where: str) -> None:
     """Raise a UserError listing every config value that differs from the checkpoint's."""
-    diffs = [f"{key}: checkpoint has {a!r}, config has {b!r}"
-             for key, a, b in meta_differences(saved, current)]
+    found = meta_differences(saved, current)
+    diffs = [f"{key}: checkpoint has {a!r}, config has {b!r}" for key, a, b in found]
     if diffs:
-        layout = any(d.split(":")[0].endswith("scan_layers") for d in diffs)
+        layout = any(key.endswith("scan_layers") for key, _, _ in found)
         raise UserError(
             f"the checkpoint at {where} was written by an incompatible config ("
             + "; ".join(diffs[:6]) + (" ..." if len(diffs) > 6 else "")

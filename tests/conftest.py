@@ -52,6 +52,8 @@ def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE:
         shutil.rmtree(_CACHE, ignore_errors=True)
 TOKENIZER_CFG = os.path.join(REPO, "experiments", "configs", "tokenizer.py")
+# For CLI runs that only make a run folder (or params, or losses) to check: no held-out eval.
+NO_EVAL = "--config.train.eval_batches=0"
 
 
 def run_cli(args, *, devices: int = 1, env=None, timeout=300, check=True, cwd=None):

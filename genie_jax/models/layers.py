@@ -34,10 +34,14 @@ def one_hot_lookups() -> bool:
     return jax.default_backend() != "cpu"
 
 
+def _one_hot(one_hot: bool | None) -> bool:
+    return one_hot_lookups() if one_hot is None else one_hot
+
+
 def lookup(table_VD: jax.Array, ids: jax.Array, one_hot: bool | None = None) -> jax.Array:
     """table_VD[ids] -> [..., D], as a gather or as a one-hot matmul (`one_hot_lookups()`; the
     same values: each output row is one table row times 1)."""
-    if not (one_hot_lookups() if one_hot is None else one_hot):
+    if not _one_hot(one_hot):
         return jnp.take(table_VD, ids, axis=0)
     onehot = jax.nn.one_hot(ids, table_VD.shape[0], dtype=table_VD.dtype)
     return jnp.einsum("...v,vd->...d", onehot, table_VD, precision=jax.lax.Precision.HIGHEST)
@@ -47,7 +51,7 @@ def count_ids(ids: jax.Array, n: int, one_hot: bool | None = None) -> jax.Array:
     """How often each of 0..n-1 occurs in `ids` -> float32 [n] (scatter-add, or a one-hot sum
     where lookups are one-hot: the same integers)."""
     flat = ids.reshape(-1)
-    if not (one_hot_lookups() if one_hot is None else one_hot):
+    if not _one_hot(one_hot):
         return jnp.zeros((n,), jnp.float32).at[flat].add(1.0)
     return jnp.sum(jax.nn.one_hot(flat, n, dtype=jnp.float32), axis=0)
 

@@ -10,12 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TOKENIZER_CFG, run_cli, xla_env
+from tests.conftest import NO_EVAL, REPO, TOKENIZER_CFG, run_cli, xla_env
 from tests.stages.helpers import test_config as stage_config
 from tests.train import probe
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
-NO_EVAL = "--config.train.eval_batches=0"  # for runs that only make a run folder to act on
 
 
 @pytest.fixture(scope="module")

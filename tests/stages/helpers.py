@@ -17,13 +17,6 @@ def test_config(name: str, arg: str = "size=test"):
     return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
 
 
-def jit_init(init, *args):
-    """`init(*args)` as one compiled program. An eager Flax init compiles every op on its own
-    (hundreds of tiny XLA compiles, most of the suite's compile time); the values are the same
-    (same keys, same ops)."""
-    return jax.jit(init)(*args)
-
-
 def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
     """Init the stage's model, save a checkpoint + config.json like a trainer run; -> params."""
     from genie_jax.stages import get_stage
@@ -31,7 +24,9 @@ def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
     stage = get_stage(stage_config)
     spec = stage.batch_spec(1)
     batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
-    v = dict(nn.unbox(jit_init(stage.init, jax.random.PRNGKey(step), batch)))
+    # Compiled whole: an eager Flax init compiles every op on its own (hundreds of tiny XLA
+    # compiles, once most of the suite's compile time); the values are the same.
+    v = dict(nn.unbox(jax.jit(stage.init)(jax.random.PRNGKey(step), batch)))
     params = v.pop("params")
     tx = optax.adamw(1e-3)
     state = {"step": jnp.asarray(step, jnp.int32), "params": params, "model_state": v,

@@ -13,7 +13,7 @@ from flax import linen as nn
 from genie_jax.errors import UserError
 from genie_jax.stages import get_stage
 from genie_jax.stages.base import load_frozen
-from tests.stages.helpers import frames_batch, jit_init, save_fake_run, test_config as _cfg
+from tests.stages.helpers import frames_batch, save_fake_run, test_config as _cfg
 
 
 def _load_frozen(stage):
@@ -22,7 +22,7 @@ def _load_frozen(stage):
 
 
 def _train(stage, batch, steps=6, lr=3e-3, frozen=None):
-    v = dict(nn.unbox(jit_init(stage.init, jax.random.PRNGKey(0), batch)))
+    v = dict(nn.unbox(jax.jit(stage.init)(jax.random.PRNGKey(0), batch)))
     params = v.pop("params")
     model_state = v
     tx = optax.adam(lr)

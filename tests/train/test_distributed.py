@@ -7,10 +7,9 @@ import sys
 
 import numpy as np
 
-from tests.conftest import REPO, TOKENIZER_CFG, run_cli, run_python, xla_env
+from tests.conftest import NO_EVAL, REPO, TOKENIZER_CFG, run_cli, run_python, xla_env
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
-NO_EVAL = "--config.train.eval_batches=0"  # these tests are about params and losses: skip eval
 
 SHARDED_VS_SINGLE = r'''
 import jax, numpy as np, sys
@@ -109,10 +108,15 @@ def test_two_processes_match_one_process(tmp_path):
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     # The one-process reference runs meanwhile (the pair spends part of its time waiting on
-    # each other).
-    one = str(tmp_path / "one")
-    run_cli(["train", CFG, f"--workdir={one}", *steps], devices=2)
-    outs = [p.communicate(timeout=400) for p in procs]
+    # each other); if anything fails, the pair is not left running.
+    try:
+        one = str(tmp_path / "one")
+        run_cli(["train", CFG, f"--workdir={one}", *steps], devices=2)
+        outs = [p.communicate(timeout=400) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0, e[-4000:]
     assert "done: step 4/4" in outs[0][0]
