@@ -24,11 +24,14 @@ os.environ.setdefault("GENIE_TEST_JAX_CACHE", _CACHE)
 # Tests run tiny programs a few times each, so XLA's compile time dominates their run time.
 # LLVM's backend optimisation level 0 and the older elemental fusion emitters compile them about
 # 2.2x faster (a LAM pulse test: 19.0 s at level 0 alone on a loaded machine against 30.8 s;
-# 8.9 s -> 6.7 s more with the emitters off, idle); the library and benchmarks keep the default.
+# 8.9 s -> 6.7 s more with the emitters off, idle), and one LLVM module per program instead of
+# several compiled in parallel, which two busy cores cannot use (the test tokenizer's train step:
+# 0.93 -> 0.80 s to compile). The library and benchmarks keep the defaults.
 # Set before JAX is imported (here, in every xdist worker and every subprocess).
 TEST_XLA_FLAGS = os.environ.get(
     "GENIE_TEST_XLA_FLAGS",
-    "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
+    "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
+    "--xla_cpu_parallel_codegen_split_count=1")
 
 
 def xla_env(devices: int = 1, env=None) -> dict:

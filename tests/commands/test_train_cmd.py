@@ -11,22 +11,24 @@ import numpy as np
 import pytest
 
 from tests.conftest import NO_EVAL, REPO, TOKENIZER_CFG, run_cli, xla_env
-from tests.stages.helpers import test_config as stage_config
 from tests.train import probe
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
 
 
+# checkpoint.every (3) is not a multiple of log_every (2): a resume starts mid log window.
+RUN_STEPS = ["--config.train.steps=24", "--config.checkpoint.every=3"]
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A finished 8-step run (checkpoints at 4 and 8) for the tests that act on a run folder:
-    trained once, in-process (the CLI behaviour under test is the next command's)."""
-    from genie_jax.train.trainer import train
-    cfg = stage_config("tokenizer")
-    cfg.train.update(steps=8, eval_batches=0)
-    wd = str(tmp_path_factory.mktemp("finished") / "run")
-    train(cfg, wd)
-    return wd
+    """One finished 24-step run of the real command (checkpoints kept: 18, 21, 24): the pulse
+    test's subject, the SIGKILL test's uninterrupted reference, and the run folder that the
+    incompatible-config and corrupt-checkpoint tests copy. Made once: each run is seconds of
+    process start-up and tracing, whatever its length."""
+    cwd = tmp_path_factory.mktemp("finished")
+    proc = run_cli(["train", CFG, "--workdir=run", *RUN_STEPS], cwd=str(cwd))  # relative
+    return str(cwd / "run"), proc.stdout
 
 
 def _records(workdir, split="train"):
@@ -40,20 +42,20 @@ def _records(workdir, split="train"):
     return out
 
 
-def test_tokenizer_has_a_pulse(tmp_path):
-    wd = str(tmp_path / "run")
-    proc = run_cli(["train", CFG, "--workdir=run"], cwd=str(tmp_path))  # a relative workdir
-    assert "done: step 12/12" in proc.stdout
+def test_tokenizer_has_a_pulse(finished_run):
+    wd, stdout = finished_run
+    assert "done: step 24/24" in stdout
     summary = json.load(open(os.path.join(wd, "summary.json")))
-    assert summary["step"] == 12 and not summary["preempted"]
+    assert summary["step"] == 24 and not summary["preempted"]
     assert set(summary["eval"]) >= {"psnr", "ssim", "code_usage", "code_perplexity"}
     recs = _records(wd)
-    assert sorted(recs) == [2, 4, 6, 8, 10, 12]
+    assert sorted(recs) == list(range(2, 25, 2))
     assert all(np.isfinite(r["loss"]) for r in recs.values())
-    assert recs[12]["loss"] < recs[2]["loss"]  # it learns
+    assert recs[24]["loss"] < recs[2]["loss"]  # it learns
+    assert sorted(_records(wd, "eval")) == [6, 12, 18, 24]
     assert os.path.exists(os.path.join(wd, "reconstructions.png"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(wd, "tb")))
-    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["12", "4", "8"]
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["18", "21", "24"]  # keep=3
     # (Resuming a finished run: tests/train/test_trainer.py.)
 
 
@@ -74,13 +76,13 @@ def test_wrong_frame_shape_names_the_config_keys(tmp_path):
 
 
 def test_incompatible_checkpoint_is_refused_and_kept(finished_run, tmp_path):
-    wd = shutil.copytree(finished_run, str(tmp_path / "run"))
+    wd = shutil.copytree(finished_run[0], str(tmp_path / "run"))
     before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
-    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.model.width=48",
-                    "--config.train.steps=8"], check=False)
+    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.model.width=48", *RUN_STEPS],
+                   check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "incompatible config" in proc.stderr and "model.width" in proc.stderr
-    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before == ["4", "8"]
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before == ["18", "21", "24"]
 
 
 def test_nan_stops_the_run_without_checkpointing_bad_state(tmp_path):
@@ -111,11 +113,8 @@ def _wait_for(path, proc, timeout=240, nonempty=False):
         time.sleep(0.05)
 
 
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    # checkpoint.every (3) is not a multiple of log_every (2): a resume starts mid log window.
-    steps = ["--config.train.steps=24", "--config.checkpoint.every=3"]
-    ref = str(tmp_path / "ref")
-    run_cli(["train", CFG, f"--workdir={ref}", *steps])
+def test_sigkill_then_resume_is_bit_identical(finished_run, tmp_path):
+    ref, steps = finished_run[0], RUN_STEPS
     wd = str(tmp_path / "killed")
     proc = _spawn(wd, *steps)
     _wait_for(os.path.join(wd, "checkpoints", "9"), proc)
@@ -151,17 +150,17 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(finished_run, tmp_path):
-    wd = shutil.copytree(finished_run, str(tmp_path / "run"))
-    latest = os.path.join(wd, "checkpoints", "8", "state")
+    wd = shutil.copytree(finished_run[0], str(tmp_path / "run"))
+    latest = os.path.join(wd, "checkpoints", "24", "state")
     for root, _, files in os.walk(latest):
         for f in files:
             with open(os.path.join(root, f), "wb") as fh:
                 fh.write(b"garbage")
-    proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.train.steps=10", NO_EVAL])
-    assert "checkpoint at step 8 is unreadable" in proc.stdout
-    assert "falling back to step 4" in proc.stdout
+    proc = run_cli(["train", CFG, f"--workdir={wd}", *RUN_STEPS, NO_EVAL])
+    assert "checkpoint at step 24 is unreadable" in proc.stdout
+    assert "falling back to step 21" in proc.stdout
     assert "resumed from" in proc.stdout and proc.stdout.strip().endswith(f"run folder {wd}")
-    assert "done: step 10/10" in proc.stdout
-    # The unreadable step was set aside, and the resumed run saved step 8 afresh.
-    assert os.path.isdir(os.path.join(wd, "checkpoints_unreadable", "8"))
-    assert "8" in os.listdir(os.path.join(wd, "checkpoints"))
+    assert "done: step 24/24" in proc.stdout
+    # The unreadable step was set aside, and the resumed run saved step 24 afresh.
+    assert os.path.isdir(os.path.join(wd, "checkpoints_unreadable", "24"))
+    assert "24" in os.listdir(os.path.join(wd, "checkpoints"))

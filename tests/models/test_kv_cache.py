@@ -28,11 +28,11 @@ def test_one_frame_pass_matches_full_pass(mode, temporal_pos, t):
     tokens = jax.random.randint(k1, (2, M, N), 0, V + 1)   # includes mask ids
     actions = jax.random.randint(k2, (2, M - 1), -1, A)    # includes "unknown"
     params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, actions))["params"]
-    full = model.apply({"params": params}, tokens, actions)
+    full = jax.jit(model.apply)({"params": params}, tokens, actions)
     # Cache from a buffer whose frame t (and later) differ: only frames < t may matter.
     other = tokens.at[:, t:].set(jax.random.randint(k3, (2, M - t, N), 0, V + 1))
-    _, cache = model.apply({"params": params}, other, actions, fill_kv_cache=True,
-                           mutable=["kv_cache"])
+    fill = jax.jit(functools.partial(model.apply, fill_kv_cache=True, mutable=["kv_cache"]))
+    _, cache = fill({"params": params}, other, actions)
     one = jax.jit(lambda c, f, s: model.apply({"params": params, **c}, f[:, None], actions,
                                               kv_slot=s))(cache, tokens[:, t], jnp.int32(t))
     assert one.shape == (2, 1, N, V)
@@ -87,11 +87,10 @@ def test_one_frame_pass_commits_its_keys_when_the_cache_is_mutable():
     tokens = jax.random.randint(jax.random.PRNGKey(1), (1, M, N), 0, V)
     actions = jnp.zeros((1, M - 1), jnp.int32)
     params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, actions))["params"]
-    _, full = model.apply({"params": params}, tokens, actions, fill_kv_cache=True,
-                          mutable=["kv_cache"])
-    _, part = model.apply({"params": params}, tokens.at[:, 2:].set(V), actions,
-                          fill_kv_cache=True, mutable=["kv_cache"])
-    _, committed = model.apply({"params": params, **part}, tokens[:, 2:3], actions,
-                               kv_slot=jnp.int32(2), mutable=["kv_cache"])
+    fill = jax.jit(functools.partial(model.apply, fill_kv_cache=True, mutable=["kv_cache"]))
+    _, full = fill({"params": params}, tokens, actions)
+    _, part = fill({"params": params}, tokens.at[:, 2:].set(V), actions)
+    _, committed = jax.jit(functools.partial(model.apply, mutable=["kv_cache"]))(
+        {"params": params, **part}, tokens[:, 2:3], actions, kv_slot=jnp.int32(2))
     for a, b in zip(jax.tree.leaves(committed), jax.tree.leaves(full)):
         np.testing.assert_allclose(a[:, :3], b[:, :3], atol=2e-5, rtol=1e-5)

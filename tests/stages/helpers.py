@@ -1,5 +1,6 @@
 """Fake finished runs (tokenizer, LAM) for stages and the sampler: params from init, saved the way
 the trainer saves them (orbax Composite with the full train state and meta)."""
+import json
 import os
 import sys
 
@@ -17,20 +18,45 @@ def test_config(name: str, arg: str = "size=test"):
     return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
 
 
+# Paths name where things are, not what the model is: two configs that differ only in them init
+# the same params.
+_PATH_KEYS = ("workdir", "dir", "token_cache")
+
+
+def _without_paths(d):
+    return {k: _without_paths(v) if isinstance(v, dict) else v
+            for k, v in d.items() if k not in _PATH_KEYS}
+
+
+_INITS = {}  # (stage, config without paths, batch spec, step) -> (params, model_state, opt_state)
+
+
+def _init_state(stage, stage_config, step):
+    """The stage's initial variables and optimizer state for PRNGKey(step), made once per model
+    in a test process: the same values each time, and each init is a trace plus a compile."""
+    spec = stage.batch_spec(1)
+    key = (stage.name, json.dumps(_without_paths(stage_config.to_dict()), sort_keys=True,
+                                  default=str),
+           tuple((k, s.shape, str(s.dtype)) for k, s in sorted(spec.items())), step)
+    if key not in _INITS:
+        batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
+        # Compiled whole: an eager Flax init compiles every op on its own (hundreds of tiny XLA
+        # compiles, once most of the suite's compile time); the values are the same.
+        v = dict(nn.unbox(jax.jit(stage.init)(jax.random.PRNGKey(step), batch)))
+        params = v.pop("params")
+        _INITS[key] = (params, v, jax.jit(optax.adamw(1e-3).init)(params))
+    # Fresh containers over the same (immutable) arrays: a caller may edit its dicts.
+    return jax.tree.map(lambda a: a, _INITS[key])
+
+
 def save_fake_run(workdir: str, stage_config, step: int = 5) -> dict:
     """Init the stage's model, save a checkpoint + config.json like a trainer run; -> params."""
     from genie_jax.stages import get_stage
     from genie_jax.runs import Checkpointer, stage_meta
     stage = get_stage(stage_config)
-    spec = stage.batch_spec(1)
-    batch = {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}
-    # Compiled whole: an eager Flax init compiles every op on its own (hundreds of tiny XLA
-    # compiles, once most of the suite's compile time); the values are the same.
-    v = dict(nn.unbox(jax.jit(stage.init)(jax.random.PRNGKey(step), batch)))
-    params = v.pop("params")
-    tx = optax.adamw(1e-3)
-    state = {"step": jnp.asarray(step, jnp.int32), "params": params, "model_state": v,
-             "opt_state": jax.jit(tx.init)(params), "rng": jax.random.PRNGKey(0),
+    params, model_state, opt_state = _init_state(stage, stage_config, step)
+    state = {"step": jnp.asarray(step, jnp.int32), "params": params, "model_state": model_state,
+             "opt_state": opt_state, "rng": jax.random.PRNGKey(0),
              "first_bad_step": jnp.asarray(-1, jnp.int32)}
     os.makedirs(workdir, exist_ok=True)
     ck = Checkpointer(workdir, keep=2, async_save=False)

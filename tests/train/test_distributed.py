@@ -11,14 +11,17 @@ from tests.conftest import NO_EVAL, REPO, TOKENIZER_CFG, run_cli, run_python, xl
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
 
-SHARDED_VS_SINGLE = r'''
+EIGHT_DEVICES = r'''
 import jax, numpy as np, sys
 sys.path.insert(0, ".")
 from experiments.configs.tokenizer import get_config
-from genie_jax.train.trainer import build_engine, loader_options
+from genie_jax.train.trainer import build_engine, loader_options, train
 from genie_jax.data.loader import make_iterator
+from tests.train import probe
 
+wd, tmp = sys.argv[1], sys.argv[2]
 assert len(jax.devices()) == 8
+# 1. Three steps on one device and on a (2, 2, 2) mesh of all 8 give the same losses and params.
 results = {}
 for name, shape, devs in [("single", (1, 1, 1), jax.devices()[:1]), ("sharded", (2, 2, 2), jax.devices())]:
     cfg = get_config("size=test")
@@ -40,32 +43,23 @@ np.testing.assert_allclose(l8, l1, rtol=2e-5)
 for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
     # Adam normalises updates, so float noise in near-zero gradients shows up at ~lr * 1e-2.
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-5)
-print("OK", l1, l8)
-'''
-
-
-def test_sharded_step_matches_single_device():
-    out = run_python(SHARDED_VS_SINGLE, devices=8)
-    assert "OK" in out
-
-
-PROBES = r'''
-import sys
-sys.path.insert(0, ".")
-from tests.train import probe
-wd, tmp = sys.argv[1], sys.argv[2]
-for mesh in ("2,2,2", "1,2,2", "1,1,1"):  # 8, 4 and 1 of this process's 8 devices
+print("sharded step OK", l1, l8)
+# 2. A 4-step run on the (2, 2, 2) mesh, then its checkpoint restored onto meshes of 8, 4 and 1
+# of these devices (a mesh over fewer devices is what a smaller job sees).
+cfg = get_config("size=test")
+cfg.mesh.shape = (2, 2, 2)
+cfg.train.update(steps=4, eval_batches=0)
+train(cfg, wd)
+for mesh in ("2,2,2", "1,2,2", "1,1,1"):
     probe.main(wd, f"{tmp}/p{mesh.replace(',', '')}.npz", mesh)
 '''
 
 
-def test_checkpoint_from_8_devices_restores_on_4_and_1(tmp_path):
+def test_sharded_step_matches_one_device_and_its_checkpoint_restores_on_4_and_1(tmp_path):
+    # One 8-device process for both checks: each such process is seconds of start-up and tracing.
     wd = str(tmp_path / "run")
-    run_cli(["train", CFG, f"--workdir={wd}", "--config.mesh.shape=(2,2,2)",
-             "--config.train.steps=4", NO_EVAL], devices=8)
-    # One process restores onto meshes of 8, 4 and 1 devices (a mesh over fewer devices is what
-    # a smaller job sees; one process instead of three keeps the test fast).
-    log = run_python(PROBES, devices=8, args=[wd, str(tmp_path)])
+    log = run_python(EIGHT_DEVICES, devices=8, args=[wd, str(tmp_path)])
+    assert "sharded step OK" in log, log
     outs = {}
     for mesh, n in [("222", 8), ("122", 4), ("111", 1)]:
         assert f"restored 4 on {n} devices" in log, log
@@ -75,7 +69,7 @@ def test_checkpoint_from_8_devices_restores_on_4_and_1(tmp_path):
     for n in (4, 1):
         for k in [f for f in outs[8].files if not f.startswith("__")]:
             np.testing.assert_array_equal(outs[n][k], outs[8][k], err_msg=f"{k} on {n}")
-    # And training continues on the new mesh.
+    # And the command continues the run on a new mesh of another process's 4 devices.
     proc = run_cli(["train", CFG, f"--workdir={wd}", "--config.mesh.shape=(1,2,2)",
                     "--config.train.steps=6", NO_EVAL], devices=4)
     assert "resumed from" in proc.stdout and "done: step 6/6" in proc.stdout
