@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from tests.conftest import NO_EVAL, REPO, TOKENIZER_CFG, run_cli, run_python, xla_env
+from tests.stages.helpers import test_config as stage_config
 
 CFG = f"--config={TOKENIZER_CFG}:size=test"
 
@@ -101,11 +102,16 @@ def test_two_processes_match_one_process(tmp_path):
          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
-    # The one-process reference runs meanwhile (the pair spends part of its time waiting on
-    # each other); if anything fails, the pair is not left running.
+    # The one-process reference runs meanwhile, here, on this process's one device (the same
+    # global batch; the pair spends part of its time waiting on each other). If anything fails,
+    # the pair is not left running.
     try:
+        from genie_jax.train.trainer import train
+        cfg = stage_config("tokenizer")
+        cfg.train.update(steps=4, eval_batches=0)
+        cfg.checkpoint.every = 2
         one = str(tmp_path / "one")
-        run_cli(["train", CFG, f"--workdir={one}", *steps], devices=2)
+        train(cfg, one)
         outs = [p.communicate(timeout=400) for p in procs]
     finally:
         for p in procs:
