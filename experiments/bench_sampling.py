@@ -98,11 +98,36 @@ def parse_kw(items: list[str]) -> dict:
     return out
 
 
+def fit_to_timed_code(cfg) -> list[str]:
+    """Drop the model options that the timed checkout's modules do not have (e.g.
+    `scan_layers`, added after the code a --compare row times), so that the configs of this
+    checkout build the older models; -> the dropped `key=value`s, printed and kept in the row.
+    Such a row is only a like-for-like "before" when every dropped value is the setting that the
+    older code always had (e.g. scan_layers=False, temporal_pos='learned')."""
+    import dataclasses
+    from genie_jax.models.dynamics import Dynamics
+    from genie_jax.models.lam import LatentActionModel
+    from genie_jax.models.tokenizer import Tokenizer
+    dropped = []
+    for name, section, module in (("model", cfg.model, Dynamics),
+                                  ("tokenizer.model", cfg.tokenizer.model, Tokenizer),
+                                  ("lam.model", cfg.lam.model, LatentActionModel)):
+        known = {f.name for f in dataclasses.fields(module)}
+        for key in [k for k in section.keys() if k not in known]:
+            dropped.append(f"{name}.{key}={section[key]!r}")
+            del section[key]
+    return dropped
+
+
 def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps: int,
                wm_kw: dict, temporal_pos: str = "learned") -> dict:
     import jax
     import numpy as np
     cfg = bench_config(size, _RES.value, temporal_pos)
+    dropped = fit_to_timed_code(cfg)
+    if dropped:
+        print(f"options the timed code ({_CODE.value}) does not have, dropped: {dropped}",
+              flush=True)
     t0 = time.perf_counter()
     wm = random_world_model(cfg, _SEED.value, steps=maskgit_steps, temperature=_TEMP.value,
                             kv_cache=kv_cache, **wm_kw)
@@ -147,7 +172,8 @@ def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps
     n_dyn = sum(x.size for x in jax.tree.leaves(wm.params["dynamics"]))
     n_tok = sum(x.size for x in jax.tree.leaves(wm.params["tokenizer"]))
     return {
-        "size": size, "code": _CODE.value, "wm_kw": wm_kw, "kv_cache": kv_cache,
+        "size": size, "code": _CODE.value, "options_dropped_for_the_code": dropped,
+        "wm_kw": wm_kw, "kv_cache": kv_cache,
         "temporal_pos": temporal_pos, "rolling_cache": bool(getattr(wm, "rolling", False)),
         "resolution": _RES.value, "batch": B, "prompt_frames": K,
         "maskgit_steps": wm.steps, "temperature": wm.temperature,
