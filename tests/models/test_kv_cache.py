@@ -19,6 +19,12 @@ def _model(mode, depth=2, temporal_pos="learned"):
                     temporal_pos=temporal_pos)
 
 
+def _fill_pass(model):
+    """The context pass that fills the KV cache, compiled whole (eagerly every op is its own XLA
+    compile); -> fn(variables, tokens, actions) -> (logits, {"kv_cache": ...})."""
+    return jax.jit(functools.partial(model.apply, fill_kv_cache=True, mutable=["kv_cache"]))
+
+
 @pytest.mark.parametrize("mode,temporal_pos", [("token", "learned"), ("add", "learned"),
                                                ("token", "rope")])
 @pytest.mark.parametrize("t", [0, 2, M - 1])
@@ -31,7 +37,7 @@ def test_one_frame_pass_matches_full_pass(mode, temporal_pos, t):
     full = jax.jit(model.apply)({"params": params}, tokens, actions)
     # Cache from a buffer whose frame t (and later) differ: only frames < t may matter.
     other = tokens.at[:, t:].set(jax.random.randint(k3, (2, M - t, N), 0, V + 1))
-    fill = jax.jit(functools.partial(model.apply, fill_kv_cache=True, mutable=["kv_cache"]))
+    fill = _fill_pass(model)
     _, cache = fill({"params": params}, other, actions)
     one = jax.jit(lambda c, f, s: model.apply({"params": params, **c}, f[:, None], actions,
                                               kv_slot=s))(cache, tokens[:, t], jnp.int32(t))
@@ -69,7 +75,7 @@ def test_rope_cache_survives_a_slide():
     params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), frames[:, :M],
                                  actions[:, :M - 1]))["params"]
     # Each pass compiled whole (eagerly every op is its own XLA compile).
-    fill = jax.jit(functools.partial(model.apply, fill_kv_cache=True, mutable=["kv_cache"]))
+    fill = _fill_pass(model)
     banded_pass = jax.jit(functools.partial(model.apply, temporal_window=M))
     _, cache = fill({"params": params}, frames[:, :M], actions[:, :M - 1])
     rolled = jax.tree.map(lambda a: jnp.roll(a, -1, axis=1), cache)
@@ -87,7 +93,7 @@ def test_one_frame_pass_commits_its_keys_when_the_cache_is_mutable():
     tokens = jax.random.randint(jax.random.PRNGKey(1), (1, M, N), 0, V)
     actions = jnp.zeros((1, M - 1), jnp.int32)
     params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, actions))["params"]
-    fill = jax.jit(functools.partial(model.apply, fill_kv_cache=True, mutable=["kv_cache"]))
+    fill = _fill_pass(model)
     _, full = fill({"params": params}, tokens, actions)
     _, part = fill({"params": params}, tokens.at[:, 2:].set(V), actions)
     _, committed = jax.jit(functools.partial(model.apply, mutable=["kv_cache"]))(
