@@ -24,6 +24,10 @@ On these clips:
                 main rollout). Its delta-PSNR against random actions is the control a player
                 feels.
   repeat_last_frame  the trivial baseline: PSNR of repeating the last prompt frame, per step
+  action_effect which model ignores the action when delta-PSNR is near 0 (genie_jax/
+                action_effect.py): the LAM's distinct code vectors and its decoder's next-frame
+                PSNR with its own codes against random ones; the dynamics' next-frame
+                cross-entropy (whole frame masked) with inferred against random actions
   action_nmi    where true actions exist (>= 0): NMI between latent action a_t and the true
                 action of the same transition t -> t+1; for CoinRun also between a_t and the
                 6 behavioural classes of the 15 procgen actions
@@ -373,6 +377,10 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                         "delta_psnr": value_at_step(tdelta, s.delta_t),
                         "delta_psnr_per_step": tdelta}
     tok_use, lam_use = codebook_usage(tok_counts), codebook_usage(lam_counts)
+    effects = None
+    if has_lam and clip_len >= 2:
+        from genie_jax.action_effect import action_effects
+        effects = action_effects(wm, frames_all, lam_window, batch=B, seed=s.seed)
     steps_done = Run(workdir).steps()
     results = {
         "workdir": os.path.abspath(workdir),
@@ -411,6 +419,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
         "true_actions": true_section,
         "action_nmi": (dict(action_nmi(latent, true_tr, coinrun), coinrun=coinrun)
                        if has_true else None),
+        "action_effect": effects,
         "action_probe": (dict(probe_accuracy(latent, coinrun_action_class(true_tr) if coinrun
                                              else true_tr), classes=coinrun)
                          if has_true else None),

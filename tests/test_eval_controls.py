@@ -59,6 +59,8 @@ def test_eval_reports_true_action_rollouts_probe_and_repeat_baseline(runs):
     assert r0["true_actions"] is None  # no fitted action map yet
     probe = r0["action_probe"]
     assert probe["pairs"] == 3 * 5 and 0 <= probe["accuracy"] <= 1 and 0 <= probe["chance"] <= 1
+    fx = r0["action_effect"]  # its numbers: tests/test_action_effect.py
+    assert fx["windows"] == 3 and 1 <= fx["lam"]["distinct_codes"] <= fx["lam"]["codes_used"]
 
     # a fitted map: the procedural world's 5 moves, two of them sharing latent 1, DOWN unmapped
     ActionMap(names=ACTION_NAMES[:4], latent=(0, 1, 1, 2), keys={}, source="fit",
@@ -104,6 +106,7 @@ def test_true_action_dynamics_trains_and_evaluates(runs, tmp_path):
     r, _ = evaluate(dyn, EvalSettings(**SETTINGS), log=lambda m: None)
     assert r["rollout"]["actions"] == "true" and r["lam"] is None
     assert r["action_nmi"] is None and r["action_probe"] is None
+    assert r["action_effect"] is None  # no LAM
     t = r["true_actions"]
     assert t["source"] == "dataset" and t["clips"] == 3
     assert t["psnr_per_step"] == pytest.approx(r["rollout"]["psnr_per_step"])

@@ -64,6 +64,15 @@ def main(argv):
           f"{r['repeat_last_frame']['psnr']:.2f}); delta-PSNR@{t} "
           f"{_fmt(r['controllability']['delta_psnr'])}{true_txt}{lam_txt}"
           f"{nmi_txt}{probe_txt}", flush=True)
+    fx = r.get("action_effect")
+    if fx:
+        le, de = fx["lam"], fx["dynamics"]
+        print(f"action effect ({fx['windows']} windows of {fx['window']} frames): LAM "
+              f"{le['distinct_codes']} distinct of {le['codes_used']} used codes, decoder "
+              f"next-frame PSNR own codes {le['code_effect']['psnr_own']:.2f} vs random "
+              f"{le['code_effect']['psnr_random']:.2f} dB; dynamics next-frame CE inferred "
+              f"{de['next_frame_ce']['inferred']:.3f} vs random {de['next_frame_ce']['random']:.3f}",
+              flush=True)
     print(f"wrote {paths['json']} (+ {', '.join(os.path.basename(paths[k]) for k in ('plot', 'grid', 'gif'))})",
           flush=True)
 
