@@ -3,6 +3,7 @@
 procgen-mirror pins numpy<2, so genie_jax runs this script with the interpreter of its own venv
 (see genie_jax/data/games.py) and reads back one .npz per episode:
   frames uint8 [T, 64, 64, 3], actions int32 [T] (action taken after frame t), seed, terminated.
+With --frameskip=k a recorded frame is followed by k game steps of its action (default 1).
 
 Episode boundaries: procgen resets by itself, so the observation after a terminating action is
 the first frame of the *next* episode. We stop there and do not record it: a terminated episode
@@ -21,7 +22,8 @@ import sys
 import numpy as np
 
 
-def record(env_name: str, seed: int, length: int, sticky: float, distribution_mode: str):
+def record(env_name: str, seed: int, length: int, sticky: float, distribution_mode: str,
+           frameskip: int = 1):
     from procgen import ProcgenGym3Env
     env = ProcgenGym3Env(num=1, env_name=env_name, start_level=seed, num_levels=1,
                          rand_seed=seed, distribution_mode=distribution_mode)
@@ -40,7 +42,10 @@ def record(env_name: str, seed: int, length: int, sticky: float, distribution_mo
         if rng.random() >= sticky:
             a = int(rng.integers(n_actions))
         actions.append(a)
-        env.act(np.array([a]))
+        for k in range(frameskip):  # the action held for `frameskip` game steps
+            if k > 0 and env.observe()[2][0]:
+                break  # the episode ended inside the skip: the next observe() stops the loop
+            env.act(np.array([a]))
     env.close() if hasattr(env, "close") else None
     return np.stack(frames).astype(np.uint8), np.array(actions, np.int32), terminated, n_actions
 
@@ -52,12 +57,14 @@ def main(argv=None):
     p.add_argument("--length", type=int, default=1000)
     p.add_argument("--sticky", type=float, default=0.5)
     p.add_argument("--distribution-mode", default="hard")
+    p.add_argument("--frameskip", type=int, default=1,
+                   help="game steps per recorded frame, the action held for all of them")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         frames, actions, terminated, n_actions = record(
-            args.env, seed, args.length, args.sticky, args.distribution_mode)
+            args.env, seed, args.length, args.sticky, args.distribution_mode, args.frameskip)
         path = os.path.join(args.out, f"{args.env}-{seed}.npz")
         tmp = path + ".tmp.npz"
         np.savez(tmp, frames=frames, actions=actions, seed=seed, terminated=terminated,

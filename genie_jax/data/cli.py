@@ -1,7 +1,7 @@
 """`genie-jax data ...`: dataset tooling (argparse; argv excludes the leading 'data').
 
   genie-jax data convert INPUT... --out=DIR [--resolution=64] [--resize=crop] [--fps=15] ...
-  genie-jax data coinrun --out=DIR --episodes=N [--length=1000] [--sticky=0.5] [--seed=0]
+  genie-jax data coinrun --out=DIR --episodes=N [--length=1000] [--sticky=0.5] [--seed=0] [--frameskip=1]
   genie-jax data atari --game=pong --out=DIR --episodes=N [--frameskip=4]
   genie-jax data info DIR
   genie-jax data tokenize --config=DYNAMICS_CONFIG[:knobs] --out=DIR [--shard=i/n]
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--frameskip", type=int, default=4)
         else:
             g.add_argument("--env", default="coinrun", help="procgen game (default coinrun)")
+            g.add_argument("--frameskip", type=int, default=1,
+                           help="game steps per recorded frame, the action held for all of them")
 
     i = sub.add_parser("info", help="describe a dataset directory")
     i.add_argument("dir")
@@ -127,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                 width=args.resolution[1], resize=args.resize, sticky=args.sticky,
                 seed=args.seed, block=args.block, fractions=args.split,
                 split_seed=args.split_seed, record_frames=args.record_frames,
-                compression=args.compression, min_frames=args.min_frames)
+                compression=args.compression, min_frames=args.min_frames,
+                frameskip=args.frameskip if args.command == "coinrun" else 1)
+            if args.frameskip < 1:
+                raise ValueError(f"--frameskip must be >= 1; got {args.frameskip}")
             if args.command == "coinrun":
                 summary = games.generate_coinrun(args.out, opts, workers=args.workers,
                                                  progress=not args.no_progress, log=_log,

@@ -67,6 +67,7 @@ class GameOptions:
     record_frames: int = shards.DEFAULT_RECORD_FRAMES
     compression: str = "none"
     min_frames: int = 2
+    frameskip: int = 1  # CoinRun: game steps per recorded frame (Atari takes its own argument)
 
     def resize_opts(self) -> ConvertOptions:
         return ConvertOptions(height=self.height, width=self.width, resize=self.resize)
@@ -75,6 +76,8 @@ class GameOptions:
         d = dataclasses.asdict(self)
         d["fractions"] = dict(self.fractions)
         d.pop("episodes")  # may grow or shrink between runs (blocks are re-planned)
+        if d["frameskip"] == 1:  # the default: datasets written before the option stay valid
+            d.pop("frameskip")
         d["game"] = game
         return d
 
@@ -167,14 +170,16 @@ def _coinrun_block(unit: staging.Unit, w: shards.UnitWriter, *, opts: GameOption
     try:
         proc = subprocess.run(
             [python, WORKER, f"--env={env_name}", f"--seeds={','.join(map(str, seeds))}",
-             f"--length={opts.length}", f"--sticky={opts.sticky}", f"--out={tmp}"],
+             f"--length={opts.length}", f"--sticky={opts.sticky}",
+             f"--frameskip={opts.frameskip}", f"--out={tmp}"],
             capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"procgen worker failed: {proc.stderr.strip()[-500:]}")
         for seed in seeds:
             z = np.load(os.path.join(tmp, f"{env_name}-{seed}.npz"))
             frames = resize_frames(z["frames"], opts.resize_opts())
-            w.begin_episode(dict(source=f"procgen:{env_name}", fps=15.0, seed=seed,
+            w.begin_episode(dict(source=f"procgen:{env_name}", fps=15.0 / opts.frameskip,
+                                 seed=seed, frameskip=opts.frameskip,
                                  height=opts.height, width=opts.width,
                                  terminated=bool(z["terminated"]), policy="sticky_random",
                                  sticky=opts.sticky, num_actions=int(z["num_actions"])))

@@ -83,3 +83,30 @@ def test_coinrun_in_isolated_venv(tmp_path):
     assert os.path.exists(os.path.join(games.procgen_venv_dir(), ".genie_jax_ready"))
     src = _check_game_dataset(out, 2, 40, 15)
     assert src.metadata(0)["source"] == "procgen:coinrun"
+
+
+def test_coinrun_frameskip_option_is_checked_and_old_datasets_stay_valid(tmp_path, capsys):
+    assert data_main(["coinrun", f"--out={tmp_path}", "--episodes=1", "--frameskip=0",
+                      "--no-progress"]) == 2
+    assert "--frameskip must be >= 1; got 0" in capsys.readouterr().err
+    # frameskip 1 writes the options of a dataset made before the option existed
+    assert "frameskip" not in games.GameOptions(episodes=1).dataset_options("coinrun")
+    assert games.GameOptions(episodes=1, frameskip=4).dataset_options("coinrun")["frameskip"] == 4
+
+
+@pytest.mark.slow
+def test_coinrun_frameskip_holds_each_action_for_k_game_steps(tmp_path):
+    """Episode seed 0 with frameskip 4 is seed 0's game stepped 4 times per recorded frame:
+    recorded frame t of the skipped episode is frame 4t of the unskipped one when the same
+    action sequence is held; the policy draws per recorded frame, so with sticky=1 (one action
+    for the whole episode) the two recordings must agree frame for frame."""
+    one, four = str(tmp_path / "one"), str(tmp_path / "four")
+    common = ["--episodes=1", "--block=1", "--split=1,0,0", "--sticky=1", "--no-progress"]
+    assert data_main(["coinrun", f"--out={one}", "--length=41", *common]) == 0
+    assert data_main(["coinrun", f"--out={four}", "--length=11", "--frameskip=4", *common]) == 0
+    a, b = (shards.open_source(d, "train") for d in (one, four))
+    fa, fb = a.read_episode(0)["frames"], b.read_episode(0)["frames"]
+    n = min(len(fb), (len(fa) - 1) // 4 + 1)
+    assert n >= 3
+    np.testing.assert_array_equal(fb[:n], fa[::4][:n])
+    assert b.metadata(0)["frameskip"] == 4 and b.metadata(0)["fps"] == pytest.approx(3.75)
