@@ -9,10 +9,10 @@ and `genie-jax eval` reports both on its held-out clips (windows of data.num_fra
             code_effect: the LAM decoder's next-frame PSNR with the codes the LAM inferred,
             minus with uniformly random codes. About 0 dB: the decoder predicts the next frame
             without its action, so nothing asks the codes to mean anything.
-  dynamics  action_effect: the cross-entropy of a wholly masked next frame (every earlier frame
+  dynamics  next_frame_ce and ce_gain: the cross-entropy of a wholly masked next frame (every earlier frame
             clear: the sampler's first decoding step) with uniformly random actions, minus with
-            the inferred ones, and the same for token accuracy. About 0: the dynamics ignores
-            the action.
+            the inferred ones, and the same for token accuracy (accuracy_gain). About 0: the
+            dynamics ignores the action.
 
 All pure functions of params and frames; the rng of the random codes is fixed by `seed`.
 """
@@ -27,7 +27,7 @@ from genie_jax.models.lam import LatentActionModel
 from genie_jax.models.layers import to_unit_float
 from genie_jax.models.maskgit import maskgit_loss
 from genie_jax.models.vq import l2_normalize
-from genie_jax.stages.dynamics import encode_tokens, lam_actions
+from genie_jax.stages.dynamics import encode_tokens
 
 SAME_DIRECTION = 0.99  # cosine above which two code vectors are one action
 
