@@ -36,20 +36,10 @@ def distinct_codes(codebook_VL, used_V, same: float = SAME_DIRECTION) -> int:
     """Number of groups of used code vectors, two codes being one group when their cosine is
     >= `same` (single linkage)."""
     cb = np.asarray(l2_normalize(jnp.asarray(codebook_VL, jnp.float32)))[np.asarray(used_V)]
-    n = len(cb)
-    group = list(range(n))
-
-    def root(i):
-        while group[i] != i:
-            group[i] = group[group[i]]
-            i = group[i]
-        return i
-    close = cb @ cb.T >= same
-    for i in range(n):
-        for j in range(i + 1, n):
-            if close[i, j]:
-                group[root(i)] = root(j)
-    return len({root(i) for i in range(n)})
+    linked = (cb @ cb.T >= same).astype(np.int64)
+    for _ in range(max(1, len(cb)).bit_length()):  # squaring: paths of length up to 2^k
+        linked = np.minimum(linked @ linked, 1)
+    return len({row.tobytes() for row in linked})
 
 
 def _lam_effect_fn(lam: LatentActionModel):
@@ -76,7 +66,7 @@ def _dynamics_effect_fn(wm):
     @jax.jit
     def fn(params, frames_BTHWC, actions_BA, key):
         tokens_BTN = encode_tokens(tok, params["tokenizer"], frames_BTHWC)
-        B, T, _ = tokens_BTN.shape
+        T = tokens_BTN.shape[1]
         mask_BTN = jnp.zeros(tokens_BTN.shape, bool).at[:, T - 1].set(True)
         inp = jnp.where(mask_BTN, dyn.mask_id, tokens_BTN)
         rand_BA = jax.random.randint(key, actions_BA.shape, 0, dyn.num_actions)

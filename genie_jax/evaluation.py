@@ -378,7 +378,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                         "delta_psnr_per_step": tdelta}
     tok_use, lam_use = codebook_usage(tok_counts), codebook_usage(lam_counts)
     effects = None
-    if has_lam and clip_len >= 2:
+    if has_lam:  # clips have >= 2 frames (_check_settings)
         from genie_jax.action_effect import action_effects
         effects = action_effects(wm, frames_all, lam_window, batch=B, seed=s.seed)
     steps_done = Run(workdir).steps()

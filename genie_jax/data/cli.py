@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             ok = summary["converted"] + summary["already_done"] > 0
         elif args.command in ("coinrun", "atari"):
             from genie_jax.data import games
+            if args.frameskip < 1:
+                raise ValueError(f"--frameskip must be >= 1; got {args.frameskip}")
             opts = games.GameOptions(
                 episodes=args.episodes, length=args.length, height=args.resolution[0],
                 width=args.resolution[1], resize=args.resize, sticky=args.sticky,
@@ -131,8 +133,6 @@ def main(argv: list[str] | None = None) -> int:
                 split_seed=args.split_seed, record_frames=args.record_frames,
                 compression=args.compression, min_frames=args.min_frames,
                 frameskip=args.frameskip if args.command == "coinrun" else 1)
-            if args.frameskip < 1:
-                raise ValueError(f"--frameskip must be >= 1; got {args.frameskip}")
             if args.command == "coinrun":
                 summary = games.generate_coinrun(args.out, opts, workers=args.workers,
                                                  progress=not args.no_progress, log=_log,
