@@ -23,15 +23,16 @@ import numpy as np
 
 
 def record(env_name: str, seed: int, length: int, sticky: float, distribution_mode: str,
-           frameskip: int = 1):
+           frameskip: int = 1, action_set=None):
     from procgen import ProcgenGym3Env
     env = ProcgenGym3Env(num=1, env_name=env_name, start_level=seed, num_levels=1,
                          rand_seed=seed, distribution_mode=distribution_mode)
     n_actions = env.ac_space.eval_shape[0] if hasattr(env.ac_space, "eval_shape") else None
     n_actions = n_actions or len(env.get_combos())
     rng = np.random.default_rng(seed)
+    choices = list(action_set) if action_set else list(range(n_actions))
     frames, actions = [], []
-    a = int(rng.integers(n_actions))
+    a = choices[int(rng.integers(len(choices)))]
     terminated = False
     for t in range(length):
         _, obs, first = env.observe()
@@ -40,7 +41,7 @@ def record(env_name: str, seed: int, length: int, sticky: float, distribution_mo
             break
         frames.append(obs["rgb"][0].copy())
         if rng.random() >= sticky:
-            a = int(rng.integers(n_actions))
+            a = choices[int(rng.integers(len(choices)))]
         actions.append(a)
         for k in range(frameskip):  # the action held for `frameskip` game steps
             if k > 0 and env.observe()[2][0]:
@@ -59,12 +60,15 @@ def main(argv=None):
     p.add_argument("--distribution-mode", default="hard")
     p.add_argument("--frameskip", type=int, default=1,
                    help="game steps per recorded frame, the action held for all of them")
+    p.add_argument("--actions", default="",
+                   help="comma-separated action ids the policy draws from (default: all)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         frames, actions, terminated, n_actions = record(
-            args.env, seed, args.length, args.sticky, args.distribution_mode, args.frameskip)
+            args.env, seed, args.length, args.sticky, args.distribution_mode, args.frameskip,
+            [int(a) for a in args.actions.split(",") if a])
         path = os.path.join(args.out, f"{args.env}-{seed}.npz")
         tmp = path + ".tmp.npz"
         np.savez(tmp, frames=frames, actions=actions, seed=seed, terminated=terminated,

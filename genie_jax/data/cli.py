@@ -2,6 +2,7 @@
 
   genie-jax data convert INPUT... --out=DIR [--resolution=64] [--resize=crop] [--fps=15] ...
   genie-jax data coinrun --out=DIR --episodes=N [--length=1000] [--sticky=0.5] [--seed=0] [--frameskip=1]
+      [--policy=sticky_random|sticky_classes]
   genie-jax data atari --game=pong --out=DIR --episodes=N [--frameskip=4]
   genie-jax data info DIR
   genie-jax data tokenize --config=DYNAMICS_CONFIG[:knobs] --out=DIR [--shard=i/n]
@@ -76,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         _common(g, "stretch")
         g.add_argument("--episodes", type=int, required=True)
         g.add_argument("--length", type=int, default=1000, help="max frames per episode")
-        g.add_argument("--policy", choices=("sticky_random",), default="sticky_random")
+        g.add_argument("--policy", choices=("sticky_random", "sticky_classes"),
+                       default="sticky_random",
+                       help="sticky_random: uniform over the game's actions; sticky_classes "
+                       "(coinrun): uniform over its 6 control classes, one action each")
         g.add_argument("--sticky", type=float, default=0.5,
                        help="probability of repeating the previous action")
         g.add_argument("--seed", type=int, default=0, help="episode e gets seed SEED+e")
@@ -126,13 +130,18 @@ def main(argv: list[str] | None = None) -> int:
             from genie_jax.data import games
             if args.frameskip < 1:
                 raise ValueError(f"--frameskip must be >= 1; got {args.frameskip}")
+            if args.policy != "sticky_random" and (args.command != "coinrun"
+                                                   or args.env != "coinrun"):
+                raise ValueError(f"--policy={args.policy} is for CoinRun only (its action "
+                                 f"classes); use sticky_random")
             opts = games.GameOptions(
                 episodes=args.episodes, length=args.length, height=args.resolution[0],
                 width=args.resolution[1], resize=args.resize, sticky=args.sticky,
                 seed=args.seed, block=args.block, fractions=args.split,
                 split_seed=args.split_seed, record_frames=args.record_frames,
                 compression=args.compression, min_frames=args.min_frames,
-                frameskip=args.frameskip if args.command == "coinrun" else 1)
+                frameskip=args.frameskip if args.command == "coinrun" else 1,
+                policy=args.policy)
             if args.command == "coinrun":
                 summary = games.generate_coinrun(args.out, opts, workers=args.workers,
                                                  progress=not args.no_progress, log=_log,

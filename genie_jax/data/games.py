@@ -37,6 +37,11 @@ from genie_jax.data.convert import ConvertOptions, resize_frames
 # this table: `genie-jax eval` scores latent actions against these classes.
 COINRUN_ACTION_CLASSES = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5, 2, 2, 2, 2, 2, 2], np.int32)
 COINRUN_CLASS_NAMES = ("LEFT", "LEFT+UP", "NOOP", "UP", "RIGHT", "RIGHT+UP")
+# Policy 'sticky_classes': the random policy draws one procgen action per class (LEFT, UPLEFT,
+# NOOP, UP, RIGHT, UPRIGHT), so each control class is equally likely; uniform over all 15
+# actions, 8 of them behave as NOOP and about a quarter of transitions change nothing on screen.
+COINRUN_CLASS_ACTIONS = (1, 2, 4, 5, 7, 8)
+POLICIES = ("sticky_random", "sticky_classes")
 PROCGEN_PACKAGE = "procgen-mirror==0.10.7"
 WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "data_pipelines", "procgen_worker.py")
@@ -68,6 +73,7 @@ class GameOptions:
     compression: str = "none"
     min_frames: int = 2
     frameskip: int = 1  # CoinRun: game steps per recorded frame (Atari takes its own argument)
+    policy: str = "sticky_random"  # CoinRun also 'sticky_classes' (COINRUN_CLASS_ACTIONS)
 
     def resize_opts(self) -> ConvertOptions:
         return ConvertOptions(height=self.height, width=self.width, resize=self.resize)
@@ -76,8 +82,9 @@ class GameOptions:
         d = dataclasses.asdict(self)
         d["fractions"] = dict(self.fractions)
         d.pop("episodes")  # may grow or shrink between runs (blocks are re-planned)
-        if d["frameskip"] == 1:  # the default: datasets written before the option stay valid
-            d.pop("frameskip")
+        for key, default in (("frameskip", 1), ("policy", "sticky_random")):
+            if d[key] == default:  # datasets written before the option stay valid
+                d.pop(key)
         d["game"] = game
         return d
 
@@ -171,7 +178,9 @@ def _coinrun_block(unit: staging.Unit, w: shards.UnitWriter, *, opts: GameOption
         proc = subprocess.run(
             [python, WORKER, f"--env={env_name}", f"--seeds={','.join(map(str, seeds))}",
              f"--length={opts.length}", f"--sticky={opts.sticky}",
-             f"--frameskip={opts.frameskip}", f"--out={tmp}"],
+             f"--frameskip={opts.frameskip}", f"--out={tmp}"]
+            + ([f"--actions={','.join(map(str, COINRUN_CLASS_ACTIONS))}"]
+               if opts.policy == "sticky_classes" else []),
             capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"procgen worker failed: {proc.stderr.strip()[-500:]}")
@@ -181,7 +190,7 @@ def _coinrun_block(unit: staging.Unit, w: shards.UnitWriter, *, opts: GameOption
             w.begin_episode(dict(source=f"procgen:{env_name}", fps=15.0 / opts.frameskip,
                                  seed=seed, frameskip=opts.frameskip,
                                  height=opts.height, width=opts.width,
-                                 terminated=bool(z["terminated"]), policy="sticky_random",
+                                 terminated=bool(z["terminated"]), policy=opts.policy,
                                  sticky=opts.sticky, num_actions=int(z["num_actions"])))
             w.add(frames, z["actions"])
             w.end_episode()

@@ -110,3 +110,29 @@ def test_coinrun_frameskip_holds_each_action_for_k_game_steps(tmp_path):
     assert n >= 3
     np.testing.assert_array_equal(fb[:n], fa[::4][:n])
     assert b.metadata(0)["frameskip"] == 4 and b.metadata(0)["fps"] == pytest.approx(3.75)
+
+
+def test_coinrun_class_policy_draws_one_action_per_class(tmp_path, capsys):
+    assert [games.COINRUN_CLASS_NAMES[k] for k in
+            games.coinrun_action_class(games.COINRUN_CLASS_ACTIONS)] == list(
+                games.COINRUN_CLASS_NAMES)
+    assert 4 in games.COINRUN_CLASS_ACTIONS  # procgen's own NOOP (no key pressed)
+    # the default policy writes the options of a dataset made before the option existed
+    assert "policy" not in games.GameOptions(episodes=1).dataset_options("coinrun")
+    opts = games.GameOptions(episodes=1, policy="sticky_classes").dataset_options("coinrun")
+    assert opts["policy"] == "sticky_classes"
+    assert data_main(["atari", "--game=pong", f"--out={tmp_path}", "--episodes=1",
+                      "--policy=sticky_classes", "--no-progress"]) == 2
+    assert "--policy=sticky_classes is for CoinRun only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_coinrun_class_policy_records_only_class_actions(tmp_path):
+    out = str(tmp_path / "classes")
+    assert data_main(["coinrun", f"--out={out}", "--episodes=2", "--length=60", "--block=1",
+                      "--split=1,0,0", "--sticky=0", "--policy=sticky_classes",
+                      "--no-progress"]) == 0
+    src = _check_game_dataset(out, 2, 60, 15)
+    actions = np.concatenate([src.read_episode(e)["actions"] for e in range(len(src))])
+    assert set(actions.tolist()) == set(games.COINRUN_CLASS_ACTIONS)  # all 6, nothing else
+    assert src.metadata(0)["policy"] == "sticky_classes"
