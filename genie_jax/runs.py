@@ -64,9 +64,11 @@ META_DEFAULTS: dict[str, object] = {
     "model.temporal_pos": "learned",  # added 2026-11-26 (rotary option)
     "model.scan_layers": False,       # added 2026-11-26 (nn.scan over the blocks)
 }
-# Keys of the stored sections that fix no parameter shape (how the backward pass trades memory
-# for recompute): a checkpoint is never refused over them. Suffix-matched as META_DEFAULTS.
-META_IGNORED = ("model.remat",)
+# Keys of the stored sections that fix no parameter shape, so a checkpoint is never refused over
+# them: how the backward pass trades memory for recompute, and the VQ commitment loss weight (a
+# training-loss term: a frozen model is the same model whatever it was). Suffix-matched as
+# META_DEFAULTS.
+META_IGNORED = ("model.remat", "model.commitment")
 
 
 def _matches(key: str, suffix: str) -> bool:

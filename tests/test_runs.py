@@ -21,6 +21,15 @@ def test_a_key_added_later_reads_as_its_old_default(monkeypatch):
         runs.check_compatible(old_ckpt, {**old_ckpt, "model.new_option": "new"}, "here")
 
 
+def test_keys_that_fix_no_shape_never_refuse_a_checkpoint():
+    """remat and the VQ commitment weight: a LAM trained with another commitment loads as a
+    frozen LAM (the CPU LAM dropped its commitment loss after the quickstart runs were made)."""
+    old = {"stage": "dynamics", "model.width": 32, "lam.model.commitment": 0.25,
+           "model.remat": "none"}
+    runs.check_compatible(old, {**old, "lam.model.commitment": 0.0, "model.remat": "full"}, "here")
+    assert runs.meta_differences(old, {**old, "model.width": 48}) == [("model.width", 32, 48)]
+
+
 def test_run_errors_name_the_folder(tmp_path):
     with pytest.raises(UserError, match="config.json does not exist"):
         runs.Run(str(tmp_path)).config()

@@ -90,7 +90,11 @@ TOKENIZER["1b"] = TOKENIZER["11b"] = TOKENIZER["200m"]
 LAM = {size: dict(TOKENIZER[size], patch_size=4, num_codes=6)
        for size in ("test", "tiny", "coinrun")}
 # An 8x8 patch grid of a 64x64 frame is enough to see what moved, and keeps the decoder cheap.
-LAM["cpu"] = dict(LAM["tiny"], patch_size=8)
+# No commitment loss: with it (0.25, even 0.02) the CPU LAM's encoder outputs collapse within
+# 500 steps to one direction (cosine > 0.99 between any two), every code lands there and the
+# decoder ignores its code; the codes are unit vectors, so the loss has no scale to bound
+# (experiments/RESULTS.md, "The LAM's collapse was its commitment loss").
+LAM["cpu"] = dict(LAM["tiny"], patch_size=8, commitment=0.0)
 # Pod sizes: 8 latent actions and patch 16 (as Genie); ~200M (12 blocks of width 1024) and, at
 # 1b and 11b, Genie's ~300M (18 blocks).
 LAM["200m"] = dict(TOKENIZER["200m"], patch_size=16, num_codes=8)
@@ -227,7 +231,7 @@ def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
         image_size=image_size, channels=3, patch_size=s["patch_size"], width=s["width"],
         depth=s["depth"], decoder_depth=s["decoder_depth"], num_heads=s["num_heads"],
         mlp_ratio=s.get("mlp_ratio", 4.0), dropout=0.0, num_codes=s["num_codes"],
-        code_dim=s["code_dim"], commitment=0.25, max_frames=s["max_frames"],
+        code_dim=s["code_dim"], commitment=s.get("commitment", 0.25), max_frames=s["max_frames"],
         dtype=s.get("dtype", "float32"), param_dtype="float32", remat=s.get("remat", "none"),
         scan_layers=s.get("scan_layers", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
