@@ -1,7 +1,8 @@
 """MaskGIT, training and decoding in one place.
 
 Training (the dynamics stage): `random_mask` masks a random fraction r ~ U(min, max) of the
-tokens of every frame after the first, and `maskgit_loss` is the cross-entropy on the masked
+tokens of every frame after the first (optionally some samples mask one whole frame after an
+unmasked past: the first decoding step), and `maskgit_loss` is the cross-entropy on the masked
 tokens only.
 
 Decoding (the sampler): `maskgit_decode_frame` starts with every token of a frame masked; at each
@@ -23,13 +24,30 @@ import numpy as np
 
 
 def random_mask(rng: jax.Array, shape_BTN: tuple[int, int, int], min_rate: float = 0.5,
-                max_rate: float = 1.0) -> jax.Array:
-    """MaskGIT training mask: rate r ~ U(min_rate, max_rate) per sample; frame 0 never masked."""
+                max_rate: float = 1.0, next_frame_prob: float = 0.0) -> jax.Array:
+    """MaskGIT training mask: rate r ~ U(min_rate, max_rate) per sample; frame 0 never masked.
+
+    With probability `next_frame_prob` a sample instead trains the sampler's first decoding
+    step: one random frame t >= 1 is masked whole and the frames before it not at all (later
+    frames keep the rate-r mask; temporal attention is causal, so they cannot help frame t).
+    Under the rate-r mask alone some of every frame is visible, and that part already tells
+    where the view moved, so the action is rarely needed; a wholly masked frame can only be
+    predicted from the past and the action. 0 (the default) draws exactly the old masks."""
     r_rate, r_pos = jax.random.split(rng)
-    B = shape_BTN[0]
+    B, T = shape_BTN[:2]
     rate_B = jax.random.uniform(r_rate, (B,), minval=min_rate, maxval=max_rate)
     mask_BTN = jax.random.uniform(r_pos, shape_BTN) < rate_B[:, None, None]
-    return mask_BTN.at[:, 0].set(False)
+    mask_BTN = mask_BTN.at[:, 0].set(False)
+    if next_frame_prob <= 0.0 or T < 2:
+        return mask_BTN
+    r_pick, r_frame = jax.random.split(jax.random.fold_in(rng, 1))
+    pick_B = jax.random.uniform(r_pick, (B,)) < next_frame_prob
+    frame_B = jax.random.randint(r_frame, (B,), 1, T)
+    t_T = jnp.arange(T)
+    full_BT = t_T[None] == frame_B[:, None]
+    clear_BT = t_T[None] < frame_B[:, None]
+    next_BTN = (full_BT[..., None] | mask_BTN) & ~clear_BT[..., None]
+    return jnp.where(pick_B[:, None, None], next_BTN, mask_BTN)
 
 
 def maskgit_loss(logits_BTNV: jax.Array, tokens_BTN: jax.Array,

@@ -7,7 +7,8 @@ Config sections:
   lam        mode 'frozen' (params from lam.workdir), 'cotrain' (trained here, loss added) or
              'true_actions' (no LAM: the dataset's recorded actions condition the dynamics, an
              ablation; model.num_actions = the dataset's action count), + model (its shape config)
-  loss       mask_min/mask_max (MaskGIT rate r ~ U(min, max)), lam_weight, lam_vq_weight,
+  loss       mask_min/mask_max (MaskGIT rate r ~ U(min, max)), next_frame_prob (the share of
+             samples that mask one whole frame after an unmasked past), lam_weight, lam_vq_weight,
              restart_dead_after (LAM codes, cotrain only)
   data.token_cache  '' (frames, encoded by the frozen tokenizer every step) or a folder written
              by `genie-jax data tokenize` (genie_jax/data/token_cache.py): training batches are
@@ -215,7 +216,8 @@ class DynamicsStage(Stage):
     def _masked_ce(self, params, tokens, actions, rng, train: bool):
         r_mask, r_drop = jax.random.split(rng)
         lc = self.config.loss
-        mask = random_mask(r_mask, tokens.shape, lc.mask_min, lc.mask_max)
+        mask = random_mask(r_mask, tokens.shape, lc.mask_min, lc.mask_max,
+                           lc.get("next_frame_prob", 0.0))
         inp = jnp.where(mask, self.model.mask_id, tokens)
         logits = self.model.apply({"params": params["dynamics"]}, inp, actions, train=train,
                                   rngs={"dropout": r_drop})

@@ -16,6 +16,25 @@ def test_random_mask_rate_and_first_frame():
     assert 0.65 < float(rate_B.mean()) < 0.85  # E[r] = 0.75
 
 
+def test_next_frame_samples_mask_one_whole_frame_after_a_clear_past():
+    key, shape = jax.random.PRNGKey(1), (256, 4, 16)
+    plain = np.asarray(random_mask(key, shape))
+    assert np.array_equal(np.asarray(random_mask(key, shape, next_frame_prob=0.0)), plain)
+    m = np.asarray(random_mask(key, shape, next_frame_prob=0.5))
+    assert not m[:, 0].any()
+    full_BT = m.all(axis=2)
+    # a next-frame sample: frames before its whole frame clear, frames after it as before
+    picked = [b for b in range(shape[0]) if full_BT[b].any() and not (m[b] == plain[b]).all()]
+    assert 0.35 * shape[0] < len(picked) < 0.65 * shape[0]
+    for b in picked:
+        t = int(np.argmax(full_BT[b]))
+        assert not m[b, :t].any()
+        assert np.array_equal(m[b, t + 1:], plain[b, t + 1:])
+    unpicked = [b for b in range(shape[0]) if b not in picked]
+    assert all(np.array_equal(m[b], plain[b]) for b in unpicked)
+    assert len({int(np.argmax(full_BT[b])) for b in picked}) == 3  # t = 1, 2 and 3 all drawn
+
+
 def test_maskgit_loss_counts_masked_tokens_only():
     tokens = jnp.array([[[0, 1], [2, 3]]])
     logits = jax.nn.one_hot(jnp.array([[[0, 1], [2, 0]]]), 4) * 10.0   # last token wrong
