@@ -148,3 +148,11 @@ def test_coinrun_dynamics_matches_the_stages_it_builds_on():
     assert dyn.lam.model.to_dict() == cfgs["lam"].model.to_dict()
     assert (dyn.tokenizer.workdir, dyn.lam.workdir, dyn.data.dir) == ("t", "l", "d")
     assert dyn.data.num_frames == cfgs["tokenizer"].data.num_frames  # the tokenizer's window
+    # the choices that make the quickstart world respond (experiments/RESULTS.md, "The
+    # quickstart world responds"): no LAM commitment loss, the action on every patch, whole
+    # next-frame targets in half the samples; the Genie-style settings stay one knob away
+    assert cfgs["lam"].model.commitment == 0.0 and cfgs["tokenizer"].model.commitment == 0.25
+    assert (dyn.model.action_mode, dyn.loss.next_frame_prob) == ("add", 0.5)
+    token = _load("dynamics_coinrun.py").get_config("action_mode=token")
+    assert token.model.action_mode == "token"
+    assert _load("dynamics.py").get_config("size=tiny").loss.next_frame_prob == 0.0
