@@ -41,7 +41,6 @@ COINRUN_CLASS_NAMES = ("LEFT", "LEFT+UP", "NOOP", "UP", "RIGHT", "RIGHT+UP")
 # NOOP, UP, RIGHT, UPRIGHT), so each control class is equally likely; uniform over all 15
 # actions, 8 of them behave as NOOP and about a quarter of transitions change nothing on screen.
 COINRUN_CLASS_ACTIONS = (1, 2, 4, 5, 7, 8)
-POLICIES = ("sticky_random", "sticky_classes")
 PROCGEN_PACKAGE = "procgen-mirror==0.10.7"
 WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                       "data_pipelines", "procgen_worker.py")

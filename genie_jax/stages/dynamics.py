@@ -216,8 +216,10 @@ class DynamicsStage(Stage):
     def _masked_ce(self, params, tokens, actions, rng, train: bool):
         r_mask, r_drop = jax.random.split(rng)
         lc = self.config.loss
+        # whole-frame samples are a training device: held-out CE keeps the plain MaskGIT masks,
+        # so it compares across configs
         mask = random_mask(r_mask, tokens.shape, lc.mask_min, lc.mask_max,
-                           lc.get("next_frame_prob", 0.0))
+                           lc.get("next_frame_prob", 0.0) if train else 0.0)
         inp = jnp.where(mask, self.model.mask_id, tokens)
         logits = self.model.apply({"params": params["dynamics"]}, inp, actions, train=train,
                                   rngs={"dropout": r_drop})
