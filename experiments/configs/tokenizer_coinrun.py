@@ -31,8 +31,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         vq_weight=1.0, restart_dead_after=base.SCHEDULE[schedule_size]["restart_dead_after"]))
     if size == "cpu":
         base.set_budget(c, "tokenizer", knobs.budget)
-        # Codebook steps 10x the rest: with Adam's ~lr per step the unit-norm codes lag the
-        # encoder, and usage sagged early (val PSNR flat from step 300 to 600). Quick budget, val:
-        # 24.56 -> 25.20 dB at step 1200 (experiments/RESULTS.md).
-        c.optim.codebook_lr_mult = 10.0
     return c
