@@ -65,10 +65,11 @@ META_DEFAULTS: dict[str, object] = {
     "model.scan_layers": False,       # added 2026-11-26 (nn.scan over the blocks)
 }
 # Keys of the stored sections that fix no parameter shape, so a checkpoint is never refused over
-# them: how the backward pass trades memory for recompute, and the VQ commitment loss weight (a
-# training-loss term: a frozen model is the same model whatever it was). Suffix-matched as
+# them: how the backward pass trades memory for recompute, the VQ commitment loss weight (a
+# training-loss term: a frozen model is the same model whatever it was) and where restarted VQ
+# codes are drawn from (training only). Suffix-matched as
 # META_DEFAULTS.
-META_IGNORED = ("model.remat", "model.commitment")
+META_IGNORED = ("model.remat", "model.commitment", "model.restart_sampling")
 
 
 def _matches(key: str, suffix: str) -> bool:

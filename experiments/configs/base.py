@@ -231,7 +231,8 @@ def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
         image_size=image_size, channels=3, patch_size=s["patch_size"], width=s["width"],
         depth=s["depth"], decoder_depth=s["decoder_depth"], num_heads=s["num_heads"],
         mlp_ratio=s.get("mlp_ratio", 4.0), dropout=0.0, num_codes=s["num_codes"],
-        code_dim=s["code_dim"], commitment=s.get("commitment", 0.25), max_frames=s["max_frames"],
+        code_dim=s["code_dim"], commitment=s.get("commitment", 0.25),
+        restart_sampling=s.get("restart_sampling", "uniform"), max_frames=s["max_frames"],
         dtype=s.get("dtype", "float32"), param_dtype="float32", remat=s.get("remat", "none"),
         scan_layers=s.get("scan_layers", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))

@@ -24,6 +24,7 @@ class VideoVQModel(TransformerFields):
     num_codes: int = 1024
     code_dim: int = 32
     commitment: float = 0.25
+    restart_sampling: str = "uniform"  # where restarted VQ codes are drawn from (models/vq.py)
 
     def setup_common(self):
         """Validate shapes; -> (compute dtype, param dtype)."""
@@ -50,7 +51,8 @@ class Tokenizer(VideoVQModel):
         self.pos_enc = PositionalEmbedding(self.max_frames, pdt)
         self.encoder = self.st_transformer(self.depth)
         self.to_latent = dense(self.code_dim, "embed", "latent", dt, pdt, "to_latent")
-        self.vq = VectorQuantizer(self.num_codes, self.code_dim, self.commitment, pdt)
+        self.vq = VectorQuantizer(self.num_codes, self.code_dim, self.commitment, pdt,
+                                  self.restart_sampling)
         self.from_latent = dense(self.width, "latent", "embed", dt, pdt, "from_latent")
         self.pos_dec = PositionalEmbedding(self.max_frames, pdt)
         self.decoder = self.st_transformer(self.decoder_depth)

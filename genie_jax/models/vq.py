@@ -3,7 +3,10 @@
 Besides the `codebook` parameter, each quantiser keeps non-trainable state in the `vq_stats`
 collection:
   age         int32 [V]   steps since the code was last chosen (training only)
-  candidates  [V, L]      a random sample of recent (normalised) encoder outputs
+  candidates  [V, L]      a random sample of recent (normalised) encoder outputs: uniform over the
+                          batch's tokens, or (restart_sampling='error') drawn in proportion to each
+                          token's squared distance to its code, so restarted codes go where the
+                          codebook fits worst rather than to the commonest (already coded) content
 `restart_dead_codes` (called by the train step after the optimizer update) replaces every code
 whose age reached a threshold with a candidate, so no code stays dead for long.
 """
@@ -28,6 +31,7 @@ class VectorQuantizer(nn.Module):
     code_dim: int
     commitment: float = 0.25
     param_dtype: Any = jnp.float32
+    restart_sampling: str = "uniform"  # 'uniform' | 'error' (see the module docstring)
 
     @nn.compact
     def __call__(self, z_XL: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array, dict]:
@@ -55,7 +59,15 @@ class VectorQuantizer(nn.Module):
         entropy = -jnp.sum(jnp.where(probs_V > 0, probs_V * jnp.log(probs_V), 0.0))
         if train and not self.is_initializing():
             age.value = jnp.where(counts_V > 0, 0, age.value + 1)
-            pick = jax.random.randint(self.make_rng("vq"), (V,), 0, z_ML.shape[0])
+            if self.restart_sampling == "error":
+                err_M = jax.lax.stop_gradient(jnp.sum(jnp.square(z_ML - e_ML), axis=-1))
+                pick = jax.random.categorical(self.make_rng("vq"), jnp.log(err_M + 1e-12),
+                                              shape=(V,))
+            elif self.restart_sampling == "uniform":
+                pick = jax.random.randint(self.make_rng("vq"), (V,), 0, z_ML.shape[0])
+            else:
+                raise ValueError(f"restart_sampling must be 'uniform' or 'error'; got "
+                                 f"{self.restart_sampling!r}")
             candidates.value = jax.lax.stop_gradient(z_ML[pick]).astype(self.param_dtype)
         aux = {
             "vq_loss": codebook_loss + self.commitment * commit_loss,

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import linen as nn
 
 from genie_jax.models.vq import VectorQuantizer, l2_normalize, restart_dead_codes
@@ -70,3 +71,31 @@ def test_dead_codes_restart_from_recent_encoder_outputs():
     for row in cand:
         assert np.min(np.abs(zn - row).sum(-1)) < 1e-5
     del stats
+
+
+def test_error_sampling_draws_candidates_where_the_codebook_fits_worst():
+    # 19 tokens sit exactly on code 0 (zero quantisation error), one sits between codes: every
+    # candidate must be that one, where uniform sampling would mostly pick the coded ones.
+    V, L = 4, 4
+    codebook = np.eye(V, L, dtype=np.float32)
+    odd = l2_normalize(jnp.asarray([1.0, 1.0, 0.3, 0.0]))
+    z = jnp.concatenate([jnp.tile(jnp.asarray(codebook[:1]), (19, 1)), odd[None]])[None]
+    picked = {}
+    for mode in ("uniform", "error"):
+        vq = VectorQuantizer(num_codes=V, code_dim=L, restart_sampling=mode)
+        v = nn.unbox(vq.init({"params": jax.random.PRNGKey(1), "vq": jax.random.PRNGKey(2)}, z))
+        v = {**v, "params": {"codebook": jnp.asarray(codebook)}}
+        _, upd = vq.apply(v, z, train=True, rngs={"vq": jax.random.PRNGKey(3)},
+                          mutable=["vq_stats"])
+        cand = np.asarray(upd["vq_stats"]["candidates"])
+        picked[mode] = np.isclose(cand, np.asarray(odd), atol=1e-5).all(-1)
+    assert picked["error"].all()
+    assert not picked["uniform"].all()
+
+
+def test_unknown_restart_sampling_is_a_clear_error():
+    vq = VectorQuantizer(num_codes=4, code_dim=4, restart_sampling="nearest")
+    z = jnp.ones((1, 3, 4))
+    v = nn.unbox(vq.init({"params": jax.random.PRNGKey(1), "vq": jax.random.PRNGKey(2)}, z))
+    with pytest.raises(ValueError, match="restart_sampling.*'nearest'"):
+        vq.apply(v, z, train=True, rngs={"vq": jax.random.PRNGKey(3)}, mutable=["vq_stats"])
