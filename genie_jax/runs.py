@@ -63,6 +63,8 @@ def stage_meta(stage: str, sections: dict) -> dict:
 META_DEFAULTS: dict[str, object] = {
     "model.temporal_pos": "learned",  # added 2026-11-26 (rotary option)
     "model.scan_layers": False,       # added 2026-11-26 (nn.scan over the blocks)
+    "model.quantizer": "vq",          # added 2026-11-27 (FSQ option)
+    "model.fsq_levels": [],
 }
 # Keys of the stored sections that fix no parameter shape, so a checkpoint is never refused over
 # them: how the backward pass trades memory for recompute, the VQ commitment loss weight (a

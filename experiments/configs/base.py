@@ -232,7 +232,8 @@ def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
         depth=s["depth"], decoder_depth=s["decoder_depth"], num_heads=s["num_heads"],
         mlp_ratio=s.get("mlp_ratio", 4.0), dropout=0.0, num_codes=s["num_codes"],
         code_dim=s["code_dim"], commitment=s.get("commitment", 0.25),
-        restart_sampling=s.get("restart_sampling", "uniform"), max_frames=s["max_frames"],
+        restart_sampling=s.get("restart_sampling", "uniform"), quantizer=s.get("quantizer", "vq"),
+        fsq_levels=tuple(s.get("fsq_levels", ())), max_frames=s["max_frames"],
         dtype=s.get("dtype", "float32"), param_dtype="float32", remat=s.get("remat", "none"),
         scan_layers=s.get("scan_layers", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))

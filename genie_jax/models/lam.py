@@ -22,7 +22,6 @@ from flax import linen as nn
 from genie_jax.models.layers import (ACT_BTND, PositionalEmbedding, dense, patchify,
                                      to_unit_float, unpatchify)
 from genie_jax.models.tokenizer import VideoVQModel
-from genie_jax.models.vq import VectorQuantizer
 
 
 class LatentActionModel(VideoVQModel):
@@ -37,8 +36,7 @@ class LatentActionModel(VideoVQModel):
         self.pos_enc = PositionalEmbedding(self.max_frames, pdt)
         self.encoder = self.st_transformer(self.depth)
         self.to_latent = dense(self.code_dim, "embed", "latent", dt, pdt, "to_latent")
-        self.vq = VectorQuantizer(self.num_codes, self.code_dim, self.commitment, pdt,
-                                  self.restart_sampling)
+        self.vq = self.make_quantizer(pdt)
         self.dec_embed = dense(self.width, "patch_in", "embed", dt, pdt, "dec_embed")
         self.from_action = dense(self.width, "latent", "embed", dt, pdt, "from_action")
         self.pos_dec = PositionalEmbedding(self.max_frames, pdt)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from genie_jax.models.layers import (PositionalEmbedding, TransformerFields, dense, patchify,
                                      to_unit_float, unpatchify)
+from genie_jax.models.fsq import FiniteScalarQuantizer, check_levels
 from genie_jax.models.vq import VectorQuantizer
 
 
@@ -25,6 +26,8 @@ class VideoVQModel(TransformerFields):
     code_dim: int = 32
     commitment: float = 0.25
     restart_sampling: str = "uniform"  # where restarted VQ codes are drawn from (models/vq.py)
+    quantizer: str = "vq"  # 'vq' (learned codebook) | 'fsq' (models/fsq.py: fixed levels)
+    fsq_levels: tuple[int, ...] = ()  # fsq: code_dim = len(levels), num_codes = prod(levels)
 
     def setup_common(self):
         """Validate shapes; -> (compute dtype, param dtype)."""
@@ -33,6 +36,16 @@ class VideoVQModel(TransformerFields):
             raise ValueError(f"image_size {tuple(self.image_size)} is not divisible by "
                              f"patch_size {self.patch_size}")
         return self.dtypes()
+
+    def make_quantizer(self, param_dtype):
+        """The bottleneck named by `quantizer` (a ValueError naming the key otherwise)."""
+        if self.quantizer == "fsq":
+            return FiniteScalarQuantizer(check_levels(self.fsq_levels, self.num_codes,
+                                                      self.code_dim))
+        if self.quantizer != "vq":
+            raise ValueError(f"model.quantizer must be 'vq' or 'fsq'; got {self.quantizer!r}")
+        return VectorQuantizer(self.num_codes, self.code_dim, self.commitment, param_dtype,
+                               self.restart_sampling)
 
     def check_frames(self, frames_BTHWC: jax.Array) -> None:
         want = (*self.image_size, self.channels)
@@ -51,8 +64,7 @@ class Tokenizer(VideoVQModel):
         self.pos_enc = PositionalEmbedding(self.max_frames, pdt)
         self.encoder = self.st_transformer(self.depth)
         self.to_latent = dense(self.code_dim, "embed", "latent", dt, pdt, "to_latent")
-        self.vq = VectorQuantizer(self.num_codes, self.code_dim, self.commitment, pdt,
-                                  self.restart_sampling)
+        self.vq = self.make_quantizer(pdt)
         self.from_latent = dense(self.width, "latent", "embed", dt, pdt, "from_latent")
         self.pos_dec = PositionalEmbedding(self.max_frames, pdt)
         self.decoder = self.st_transformer(self.decoder_depth)

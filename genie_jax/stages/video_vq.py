@@ -53,6 +53,8 @@ class VideoVQStage(Stage):
         return out, dict(new_state)
 
     def after_update(self, params, model_state):
+        if "vq_stats" not in model_state:  # a quantiser without statistics (FSQ): nothing to restart
+            return params, model_state, {"codes_restarted": jnp.zeros((), jnp.int32)}
         params, vq_stats, restarted = restart_dead_codes(
             params, model_state.get("vq_stats", {}), self.config.loss.restart_dead_after)
         return params, {**model_state, "vq_stats": vq_stats}, {"codes_restarted": restarted}
