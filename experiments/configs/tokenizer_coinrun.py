@@ -8,7 +8,7 @@ Knobs:
   dir     dataset directory
   size    cpu: the tiny model on 64x64 frames with patch 4, i.e. a 16x16 token grid;
           coinrun: Genie's CoinRun tokenizer
-  budget  (size=cpu) smoke: seconds (tests); quick: ~13 CPU minutes, the `make quickstart`
+  budget  (size=cpu) smoke: seconds (tests); quick: ~8 CPU minutes, the `make quickstart`
           stage; default: ~20 minutes; quality: ~55 minutes, the first stage of the CoinRun
           quality run (train steps: base.COINRUN_BUDGET)
 """
@@ -31,7 +31,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         vq_weight=1.0, restart_dead_after=base.SCHEDULE[schedule_size]["restart_dead_after"]))
     if size == "cpu":
         base.set_budget(c, "tokenizer", knobs.budget)
-        # 10x codebook steps: the quick run's val PSNR at step 1200 24.56 -> 25.20 dB, its
-        # mid-run code-usage sag gone (experiments/RESULTS.md)
-        c.optim.codebook_lr_mult = 10.0
     return c
