@@ -141,3 +141,24 @@ def test_dynamics_has_a_pulse_and_samples(tmp_path):
     wm = WorldModel.load(wd)
     frames = rollout(wm, frames_batch(1, 2, 16), np.array([[0, 1, 2]]))
     assert frames.shape == (1, 3, 16, 16, 3) and wm.trace_count == 1
+
+
+def _fsq(model):
+    model.quantizer, model.fsq_levels, model.code_dim, model.num_codes = "fsq", (4, 3, 3), 3, 36
+
+
+def test_dynamics_trains_on_a_frozen_fsq_tokenizer(tmp_path):
+    tok_dir = str(tmp_path / "tok")
+    tok = _cfg("tokenizer")
+    _fsq(tok.model)
+    save_fake_run(tok_dir, tok)
+    cfg = _cfg("dynamics", f"size=test,tokenizer={tok_dir},lam_mode=cotrain")
+    _fsq(cfg.tokenizer.model)
+    assert cfg.model.num_codes == 36  # the dynamics vocabulary follows the FSQ code count
+    stage = get_stage(cfg)
+    frozen = _load_frozen(stage)
+    batch = {"frames": jnp.asarray(frames_batch(2, 4, 16))}
+    losses, _, params, model_state = _train(stage, batch, steps=6, lr=1e-2, frozen=frozen)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    ev = jax.jit(stage.eval_step)(params, frozen, model_state, batch)
+    assert float(ev["count"]) == 2
