@@ -44,6 +44,9 @@ class VideoVQModel(TransformerFields):
                                                       self.code_dim))
         if self.quantizer != "vq":
             raise ValueError(f"model.quantizer must be 'vq' or 'fsq'; got {self.quantizer!r}")
+        if self.restart_sampling not in ("uniform", "error"):
+            raise ValueError(f"model.restart_sampling must be 'uniform' or 'error'; got "
+                             f"{self.restart_sampling!r}")
         return VectorQuantizer(self.num_codes, self.code_dim, self.commitment, param_dtype,
                                self.restart_sampling)
 

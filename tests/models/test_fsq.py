@@ -67,3 +67,11 @@ def test_unknown_quantizer_is_a_clear_error():
     frames = jnp.zeros((1, 2, 16, 16, 3), jnp.uint8)
     with pytest.raises(ValueError, match="model.quantizer.*'lfq'"):
         model.init({"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(1)}, frames)
+
+
+def test_unknown_restart_sampling_is_an_error_at_init():
+    model = Tokenizer(image_size=(16, 16), patch_size=4, width=32, depth=1, decoder_depth=1,
+                      num_heads=2, num_codes=8, code_dim=4, restart_sampling="nearest")
+    with pytest.raises(ValueError, match="model.restart_sampling.*'nearest'"):
+        model.init({"params": jax.random.PRNGKey(0), "vq": jax.random.PRNGKey(1)},
+                   jnp.zeros((1, 2, 16, 16, 3), jnp.uint8))
