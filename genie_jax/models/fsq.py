@@ -53,7 +53,7 @@ class FiniteScalarQuantizer(nn.Module):
     def __call__(self, z_XD: jax.Array, train: bool = False):
         """z_XD: [..., d] encoder outputs. Returns (quantised [..., d] in [-1, 1], codes [...],
         aux with the same keys as VectorQuantizer's)."""
-        L, hw, basis = self._constants()
+        _, hw, basis = self._constants()
         b = self._bound(z_XD.astype(jnp.float32))
         r = b + jax.lax.stop_gradient(jnp.round(b) - b)         # straight-through rounding
         digits = jax.lax.stop_gradient(jnp.round(b)).astype(jnp.int32) + hw.astype(np.int32)

@@ -110,3 +110,12 @@ def restart_dead_codes(params: dict, vq_stats: dict, after_steps: int) -> tuple[
         flat_s[path] = jnp.where(dead, 0, age)
         restarted = restarted + jnp.sum(dead.astype(jnp.int32))
     return (traverse_util.unflatten_dict(flat_p), traverse_util.unflatten_dict(flat_s), restarted)
+
+
+def restart_dead_codes_in_state(params: dict, model_state: dict, after_steps: int):
+    """`restart_dead_codes` over a stage's model state (its 'vq_stats' collection); a model
+    without one (an FSQ bottleneck) keeps its state as it is. -> (params, model_state, restarted)."""
+    if "vq_stats" not in model_state:
+        return params, model_state, jnp.zeros((), jnp.int32)
+    params, vq_stats, restarted = restart_dead_codes(params, model_state["vq_stats"], after_steps)
+    return params, {**model_state, "vq_stats": vq_stats}, restarted

@@ -35,7 +35,7 @@ from genie_jax.models.lam import LatentActionModel, lam_loss
 from genie_jax.models.layers import to_unit_float
 from genie_jax.models.maskgit import maskgit_loss, random_mask
 from genie_jax.models.tokenizer import Tokenizer
-from genie_jax.models.vq import restart_dead_codes
+from genie_jax.models.vq import restart_dead_codes_in_state
 from genie_jax.runs import stage_meta
 from genie_jax.stages.base import FrozenInput, Stage
 from genie_jax.stages.lam import build_lam
@@ -246,9 +246,9 @@ class DynamicsStage(Stage):
     def after_update(self, params, model_state):
         if not self.cotrain:
             return params, model_state, {}
-        params, vq_stats, restarted = restart_dead_codes(
-            params, model_state.get("vq_stats", {}), self.config.loss.restart_dead_after)
-        return params, {**model_state, "vq_stats": vq_stats}, {"lam_codes_restarted": restarted}
+        params, model_state, restarted = restart_dead_codes_in_state(
+            params, model_state, self.config.loss.restart_dead_after)
+        return params, model_state, {"lam_codes_restarted": restarted}
 
     def eval_step(self, params, frozen, model_state, batch):
         frames = batch["frames"]

@@ -7,7 +7,7 @@ import numpy as np
 
 from genie_jax.errors import UserError
 from genie_jax.models.st_transformer import remat_policy
-from genie_jax.models.vq import restart_dead_codes
+from genie_jax.models.vq import restart_dead_codes_in_state
 from genie_jax.stages.base import Stage
 
 
@@ -53,8 +53,6 @@ class VideoVQStage(Stage):
         return out, dict(new_state)
 
     def after_update(self, params, model_state):
-        if "vq_stats" not in model_state:  # a quantiser without statistics (FSQ): nothing to restart
-            return params, model_state, {"codes_restarted": jnp.zeros((), jnp.int32)}
-        params, vq_stats, restarted = restart_dead_codes(
-            params, model_state.get("vq_stats", {}), self.config.loss.restart_dead_after)
-        return params, {**model_state, "vq_stats": vq_stats}, {"codes_restarted": restarted}
+        params, model_state, restarted = restart_dead_codes_in_state(
+            params, model_state, self.config.loss.restart_dead_after)
+        return params, model_state, {"codes_restarted": restarted}
