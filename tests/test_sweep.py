@@ -65,6 +65,24 @@ def test_plan_names_runs_and_shares_upstream_runs(tmp_path):
     assert [r.name for r in again.runs] == [r.name for r in plan.runs]
 
 
+def test_one_at_a_time_keeps_the_baseline_and_single_changes(tmp_path):
+    spec = SweepSpec(config=TOK, grid=[parse_axis("model.num_codes=8,16,32"),
+                                       parse_axis("optim.lr=0.001,0.002"),
+                                       parse_axis("model.code_dim=4,8")],
+                     seeds=2, one_at_a_time=True)
+    plan = build_plan(spec, str(tmp_path))
+    variants = list(dict.fromkeys(r.variant for r in plan.runs))
+    assert variants == ["model.num_codes=8__optim.lr=0.001__model.code_dim=4",
+                        "model.num_codes=8__optim.lr=0.001__model.code_dim=8",
+                        "model.num_codes=8__optim.lr=0.002__model.code_dim=4",
+                        "model.num_codes=16__optim.lr=0.001__model.code_dim=4",
+                        "model.num_codes=32__optim.lr=0.001__model.code_dim=4"]
+    assert len(plan.runs) == 2 * (1 + 2 + 1 + 1)
+    # recorded in the sweep's definition, so a root made without it is another sweep
+    assert SweepSpec.from_json(spec.to_json()).one_at_a_time
+    assert "one_at_a_time" not in SweepSpec(config=TOK, grid=spec.grid).to_json()
+
+
 def test_shards_partition_the_runs(tmp_path):
     spec = SweepSpec(config=TOK, grid=[parse_axis("model.num_codes=8,16,32"),
                                        parse_axis("optim.lr=0.001,0.002")], seeds=2)

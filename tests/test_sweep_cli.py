@@ -27,20 +27,29 @@ def test_genie_coinrun_sweep_file_plans_its_runs(tmp_path):
     p = run_cli(["sweep", "--spec=experiments/sweeps/genie_coinrun.py:budget=smoke",
                  f"--root={tmp_path / 'root'}", "--dry_run", "--shard=1/4"])
     lines = p.stdout.strip().splitlines()
-    # 2 action modes x 3 LAM modes x 2 code counts, less true_actions x 8 codes; 2 seeds
-    assert lines[-1] == "20 runs, 3 upstream runs; * = shard 1/4"
+    # one change at a time from the baseline (add, frozen, 6 codes): token, cotrain,
+    # true_actions, 8 codes; 2 seeds (the inner loop)
+    assert lines[-1] == "10 runs, 3 upstream runs; * = shard 1/4"
     runs = [ln for ln in lines if ln[:2] in ("* ", "  ")]
-    assert len(runs) == 20 and sum(ln.startswith("*") for ln in runs) == 5
-    first = runs[0]
-    assert first.split(":")[0] == \
-        "  action_mode=token__lam_mode=frozen__lam.model.num_codes=6__seed=0"
-    assert "(actions fit; evals: eval_steps=4, eval_steps=8, eval_steps=25)" in first
-    assert sum("(actions fit;" in ln for ln in runs) == 16  # not the 4 true-action runs
+    assert len(runs) == 10 and [i for i, ln in enumerate(runs) if ln.startswith("*")] == [1, 5, 9]
+    variants = [ln[2:].split("__seed=")[0] for ln in runs[::2]]
+    assert variants == ["action_mode=add__lam_mode=frozen__lam.model.num_codes=6",
+                        "action_mode=add__lam_mode=frozen__lam.model.num_codes=8",
+                        "action_mode=add__lam_mode=cotrain__lam.model.num_codes=6",
+                        "action_mode=add__lam_mode=true_actions__lam.model.num_codes=6",
+                        "action_mode=token__lam_mode=frozen__lam.model.num_codes=6"]
+    assert "(actions fit; evals: eval_steps=4, eval_steps=8, eval_steps=25)" in runs[0]
+    assert sum("(actions fit;" in ln for ln in runs) == 8  # not the 2 true-action runs
     ups = [ln for ln in lines if ln.startswith("upstream ")]
     assert [u.split(":")[0] for u in ups] == ["upstream tokenizer base",
                                               "upstream lam model.num_codes=6",
                                               "upstream lam model.num_codes=8"]
-    assert not any("true_actions__lam.model.num_codes=8" in ln for ln in runs)
+    # a trained tokenizer run to reuse: no upstream tokenizer, the runs read that one (here
+    # missing: named in the error); the sweep file imports experiments.configs from any folder
+    sweep_file = os.path.join(REPO, "experiments", "sweeps", "genie_coinrun.py")
+    p = run_cli(["sweep", f"--spec={sweep_file}:budget=smoke,tokenizer={tmp_path / 'tok'}",
+                 f"--root={tmp_path / 'root'}", "--dry_run"], check=False, cwd=str(tmp_path))
+    assert p.returncode != 0 and str(tmp_path / "tok") in p.stderr, p.stderr
     with pytest.raises(UserError, match="holds no sweep.json"):
         write_report(str(tmp_path))
 

@@ -7,8 +7,11 @@
       --root=runs/sweep_genie_coinrun [--shard=I/N]
   genie-jax sweep report --root=runs/sweep_genie_coinrun
 
-Axes (the first value of each is the baseline: Genie's CoinRun setup):
-  :action_mode           token | add          how the dynamics is conditioned on the action
+The design is one change at a time (one_at_a_time): the baseline is the quickstart world (the
+first value of each axis: additive actions, a LAM trained first and frozen, 6 latent actions),
+and each other row changes one axis from it:
+  :action_mode           add | token          how the dynamics is conditioned on the action
+                         (Genie adds the action's embedding; token is one more token per frame)
   :lam_mode              frozen | cotrain | true_actions   LAM trained first and frozen, trained
                          with the dynamics, or no LAM: the 15 recorded procgen actions (the
                          ablation row; GenieRedux-G: 33.41 dB with true actions vs 25.51 latent)
@@ -19,31 +22,36 @@ ids, fitted on the val split), so its evaluation also reports the delta-PSNR of 
 the clips' true controls (eval.true_actions.delta_psnr), comparable with the true_actions row.
 Not an axis: the LAM's input (pixels, as now, vs the tokenizer's tokens): the LAM takes pixels
 only; a token-input LAM is not built.
-true_actions ignores lam.model.num_codes, so its num_codes=8 point is excluded (a duplicate).
 
-Size: per seed 10 dynamics runs, + 1 tokenizer and 2 LAM runs shared by all; knob seeds (2).
-CPU time at budget=quick on 2 cores, estimated from experiments/RESULTS.md (not measured as a
-sweep): tokenizer ~8 min, LAM ~2.5 min each, dynamics ~12 min each, its 3 evaluations ~5 min
-(1.2 min for 30 clips at 8 MaskGIT steps, scaled by steps): about 6 h for 2 seeds. `--shard=I/N` splits it over N machines sharing the root.
+Size: 5 variants x seeds (2) dynamics runs, + 1 tokenizer and 2 LAM runs shared by all (or the
+tokenizer run named by the `tokenizer` knob, e.g. the quickstart's). CPU time at budget=quick on
+2 cores: about 16 min per dynamics run with its 3 evaluations, about 2.7 h for 2 seeds
+(experiments/RESULTS.md, "The Genie ablations"). `--shard=0/2` is every seed-0 run (seeds are the
+inner loop), so `--shard=0/2` then `--shard=1/2` gives a 1-seed table early.
 Knobs: dir (dataset), budget (smoke|quick|default|quality), seeds, episodes and clips
-(held-out evaluation clips: episodes x clips per episode).
+(held-out evaluation clips: episodes x clips per episode), tokenizer (a trained tokenizer run of
+this dataset and budget to reuse, e.g. runs/coinrun_quick/tok; default: train one).
 """
 
 
 def get_sweep(arg=None):
     from experiments.configs import base
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="quick", seeds=2, episodes=10,
-                           clips=3)
+                           clips=3, tokenizer="")
     base.pick(base.BUDGETS, "budget", knobs.budget)
     data = f"dir={knobs.dir},budget={knobs.budget}"
     cfg = "experiments/configs"
+    upstream = {"lam": f"{cfg}/lam_coinrun.py:{data}"}
+    if knobs.tokenizer:  # reuse a trained tokenizer run, read through the dynamics config
+        data += f",tokenizer={knobs.tokenizer}"
+    else:
+        upstream["tokenizer"] = f"{cfg}/tokenizer_coinrun.py:{data}"
     return dict(
         config=f"{cfg}/dynamics_coinrun.py:{data}",
-        upstream={"tokenizer": f"{cfg}/tokenizer_coinrun.py:{data}",
-                  "lam": f"{cfg}/lam_coinrun.py:{data}"},
-        grid=[":action_mode=token,add", ":lam_mode=frozen,cotrain,true_actions",
+        upstream=upstream,
+        grid=[":action_mode=add,token", ":lam_mode=frozen,cotrain,true_actions",
               "lam.model.num_codes=6,8"],
-        exclude=[":lam_mode=true_actions lam.model.num_codes=8"],
+        one_at_a_time=True,
         seeds=knobs.seeds,
         eval_set=["split=test", f"episodes={knobs.episodes}",
                   f"clips_per_episode={knobs.clips}", "rollout_frames=10"],

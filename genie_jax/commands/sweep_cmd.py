@@ -3,6 +3,8 @@
   genie-jax sweep --config=FILE[:knobs] --grid=KEY=V1,V2 [--grid=...] [--seeds=N] --root=DIR
       [--set=KEY=VALUE ...]                 every run (e.g. --set=train.steps=2000)
       [--exclude='KEY=V KEY2=V2' ...]       leave out the grid points with all these values
+      [--one_at_a_time]                     only the baseline (each axis' first value) and the
+                                            points that change one axis from it
       [--upstream=tokenizer=FILE[:knobs]] [--upstream=lam=FILE[:knobs]]   shared upstream runs
       [--eval_set=KEY=VALUE ...] [--eval_grid=KEY=V1,V2] [--noeval]   `genie-jax eval` settings
       [--fit_actions]                       `genie-jax actions fit` before evaluating (true-
@@ -14,7 +16,8 @@
 
 KEY: a config key (`model.action_mode`) or a knob of the config file (`:lam_mode`). A sweep file
 is Python with get_sweep(arg) -> dict(config=, grid=[...], seeds=, set=[...], upstream={...},
-eval_set=[...], eval_grid=[...], exclude=[...], fit_actions=bool) in the flags' syntax
+eval_set=[...], eval_grid=[...], exclude=[...], fit_actions=bool, one_at_a_time=bool) in the
+flags' syntax
 (e.g. experiments/sweeps/genie_coinrun.py).
 See genie_jax/sweep/ for the layout of DIR, resume, shards and upstream runs.
 """
@@ -42,6 +45,8 @@ _EVAL_SET = flags.DEFINE_multi_string("eval_set", [], "KEY=VALUE: a genie-jax ev
 _EVAL_GRID = flags.DEFINE_multi_string("eval_grid", [], "KEY=V1,V2: an eval-only axis")
 _FIT = flags.DEFINE_bool("fit_actions", False, "genie-jax actions fit before evaluating a run "
                          "with a LAM (its eval then drives rollouts by the true actions too)")
+_OAT = flags.DEFINE_bool("one_at_a_time", False, "only the baseline (every axis at its first "
+                         "value) and the points that change one axis from it")
 _SHARD = flags.DEFINE_string("shard", "0/1", "I/N: run every N-th run starting at I")
 _INPROCESS = flags.DEFINE_bool("inprocess", False, "train in this process (default: a "
                                "subprocess per run)")
@@ -69,7 +74,7 @@ def load_sweep_file(spec: str) -> dict:
     except Exception as e:  # noqa: BLE001 - a sweep file that fails to load or a bad knob
         raise UserError(f"--spec={spec}: could not load it ({type(e).__name__}: {e})") from None
     unknown = set(d) - {"config", "grid", "seeds", "set", "upstream", "eval", "eval_set",
-                        "eval_grid", "exclude", "fit_actions"}
+                        "eval_grid", "exclude", "fit_actions", "one_at_a_time"}
     if unknown:
         raise UserError(f"--spec={spec}: unknown entries {sorted(unknown)}")
     return d
@@ -81,7 +86,8 @@ def build_spec():
         given = [f for f, v in (("--config", _CONFIG.value), ("--grid", _GRID.value),
                                 ("--set", _SET.value), ("--upstream", _UPSTREAM.value),
                                 ("--eval_set", _EVAL_SET.value), ("--eval_grid", _EVAL_GRID.value),
-                                ("--exclude", _EXCLUDE.value), ("--fit_actions", _FIT.value))
+                                ("--exclude", _EXCLUDE.value), ("--fit_actions", _FIT.value),
+                                ("--one_at_a_time", _OAT.value))
                  if v]
         if given:
             raise UserError(f"--spec defines the sweep; leave out {', '.join(given)}")
@@ -91,10 +97,11 @@ def build_spec():
         eval_set, eval_grid = list(d.get("eval_set", [])), list(d.get("eval_grid", []))
         seeds, evaluate = d.get("seeds", 1), bool(d.get("eval", True))
         exclude, fit = list(d.get("exclude", [])), bool(d.get("fit_actions", False))
+        oat = bool(d.get("one_at_a_time", False))
     else:
         config, grid, sets, upstream = _CONFIG.value, _GRID.value, _SET.value, _UPSTREAM.value
         eval_set, eval_grid, seeds, evaluate = _EVAL_SET.value, _EVAL_GRID.value, 1, _EVAL.value
-        exclude, fit = _EXCLUDE.value, _FIT.value
+        exclude, fit, oat = _EXCLUDE.value, _FIT.value, _OAT.value
     if _SEEDS.value is not None:
         seeds = _SEEDS.value
     if not config:
@@ -109,7 +116,8 @@ def build_spec():
                      fixed=[parse_setting(s) for s in sets], upstream=ups, evaluate=evaluate,
                      eval_settings=dict(parse_setting(s, "--eval_set") for s in eval_set),
                      eval_grid=[parse_axis(g, "--eval_grid") for g in eval_grid],
-                     exclude=[parse_exclude(e) for e in exclude], fit_actions=fit)
+                     exclude=[parse_exclude(e) for e in exclude], fit_actions=fit,
+                     one_at_a_time=oat)
 
 
 def main(argv):

@@ -50,6 +50,9 @@ class SweepSpec:
     # `genie-jax actions fit` before evaluating a run with a LAM, so that its evaluation also
     # drives rollouts by the clips' true actions (eval.json `true_actions`)
     fit_actions: bool = False
+    # one axis at a time: only the points that differ from the baseline (every axis at its first
+    # value) in at most one axis, the usual ablation design (1 + sum(len(axis) - 1) points)
+    one_at_a_time: bool = False
 
     def to_json(self) -> dict:
         return {"version": VERSION, "config": self.config,
@@ -57,7 +60,8 @@ class SweepSpec:
                 "fixed": [[k, v] for k, v in self.fixed], "upstream": dict(self.upstream),
                 "evaluate": self.evaluate, "eval_settings": dict(self.eval_settings),
                 "eval_grid": [[k, list(v)] for k, v in self.eval_grid],
-                "exclude": [dict(e) for e in self.exclude], "fit_actions": self.fit_actions}
+                "exclude": [dict(e) for e in self.exclude], "fit_actions": self.fit_actions,
+                **({"one_at_a_time": True} if self.one_at_a_time else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "SweepSpec":
@@ -67,7 +71,8 @@ class SweepSpec:
                    eval_settings=dict(d.get("eval_settings", {})),
                    eval_grid=[(k, list(v)) for k, v in d.get("eval_grid", [])],
                    exclude=[dict(e) for e in d.get("exclude", [])],
-                   fit_actions=bool(d.get("fit_actions", False)))
+                   fit_actions=bool(d.get("fit_actions", False)),
+                   one_at_a_time=bool(d.get("one_at_a_time", False)))
 
 
 def parse_axis(text: str, flag: str = "--grid") -> tuple[str, list[str]]:
@@ -356,6 +361,9 @@ def build_plan(spec: SweepSpec, root: str) -> Plan:
     for values in itertools.product(*[vals for _, vals in spec.grid]):
         point = dict(zip(keys, values))
         if any(all(point[k] == v for k, v in ex.items()) for ex in spec.exclude):
+            continue
+        if spec.one_at_a_time and sum(v != vals[0] for v, (_, vals) in
+                                      zip(values, spec.grid)) > 1:
             continue
         variant = join_name([slug(k, v) for k, v in point.items()])
         knobs = {k[1:]: v for k, v in point.items() if k.startswith(":")}

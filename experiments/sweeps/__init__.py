@@ -1,0 +1,1 @@
+"""Sweep files for `genie-jax sweep --spec=` (a package so that they import experiments.configs)."""
