@@ -32,6 +32,7 @@ import numpy as np
 
 from genie_jax.data import shards, staging
 from genie_jax.data.convert import ConvertOptions, resize_frames
+from genie_jax.errors import UserError
 
 # procgen CoinRun's 15 actions behave as 6 (GENIE_NOTES): class id per action. The one copy of
 # this table: `genie-jax eval` scores latent actions against these classes.
@@ -193,6 +194,34 @@ def _coinrun_block(unit: staging.Unit, w: shards.UnitWriter, *, opts: GameOption
                                  sticky=opts.sticky, num_actions=int(z["num_actions"])))
             w.add(frames, z["actions"])
             w.end_episode()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def probe_coinrun_episode(meta: dict, length: int, python: str | None = None,
+                          env_name: str = "coinrun"):
+    """Record again the episode of a CoinRun dataset whose metadata is `meta` (its seed, sticky,
+    frameskip and policy; `length` frames), with the worker's probe of every action at every
+    step (procgen_worker.py --probe). -> (frames [T,64,64,3] uint8, actions [T], outcomes [T,A])
+    at the game's own 64x64 resolution."""
+    missing = [k for k in ("seed", "sticky") if k not in meta]
+    if missing:
+        raise UserError(f"episode metadata has no {', '.join(missing)}: not a "
+                        f"`genie-jax data coinrun` episode ({meta.get('source', '?')})")
+    python = python or ensure_procgen_venv()
+    tmp = tempfile.mkdtemp(prefix="coinrun-probe-")
+    try:
+        seed = int(meta["seed"])
+        args = [python, WORKER, f"--env={env_name}", f"--seeds={seed}", f"--length={length}",
+                f"--sticky={meta['sticky']}", f"--frameskip={int(meta.get('frameskip', 1))}",
+                "--probe", f"--out={tmp}"]
+        if meta.get("policy", "sticky_random") == "sticky_classes":
+            args.append(f"--actions={','.join(map(str, COINRUN_CLASS_ACTIONS))}")
+        proc = subprocess.run(args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"procgen worker failed: {proc.stderr.strip()[-500:]}")
+        z = np.load(os.path.join(tmp, f"{env_name}-{seed}.npz"))
+        return z["frames"], z["actions"], z["outcomes"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
