@@ -27,7 +27,7 @@ from genie_jax.models.lam import LatentActionModel
 from genie_jax.models.layers import to_unit_float
 from genie_jax.models.maskgit import maskgit_loss
 from genie_jax.models.vq import l2_normalize
-from genie_jax.stages.dynamics import encode_tokens
+from genie_jax.stages.dynamics import encode_tokens, lam_input_tokens
 
 SAME_DIRECTION = 0.99  # cosine above which two code vectors are one action
 
@@ -42,11 +42,12 @@ def distinct_codes(codebook_VL, used_V, same: float = SAME_DIRECTION) -> int:
     return len({row.tobytes() for row in linked})
 
 
-def _lam_effect_fn(lam: LatentActionModel):
+def _lam_effect_fn(lam: LatentActionModel, tokenizer):
     @jax.jit
-    def fn(lam_params, frames_BTHWC, key):
+    def fn(lam_params, tok_params, frames_BTHWC, key):
         variables = {"params": lam_params}
-        (q_BAL, codes_BA, _), _ = lam.apply(variables, frames_BTHWC,
+        tokens = lam_input_tokens(lam, tokenizer, tok_params, frames_BTHWC)
+        (q_BAL, codes_BA, _), _ = lam.apply(variables, frames_BTHWC, tokens_BTN=tokens,
                                             method=LatentActionModel.encode, mutable=["vq_stats"])
         codebook_VL = l2_normalize(lam_params["vq"]["codebook"].astype(jnp.float32))
         rand_BA = jax.random.randint(key, codes_BA.shape, 0, codebook_VL.shape[0])
@@ -85,12 +86,12 @@ def action_effects(wm, frames_CTHWC: np.ndarray, window: int, batch: int = 8,
     each clip. wm: a sampling.WorldModel with LAM params."""
     frames = np.asarray(frames_CTHWC)[:, :window]
     C = len(frames)
-    lam_fn, dyn_fn = _lam_effect_fn(wm.lam), _dynamics_effect_fn(wm)
+    lam_fn, dyn_fn = _lam_effect_fn(wm.lam, wm.tokenizer), _dynamics_effect_fn(wm)
     own, rand, ce_inf, ce_rand, acc_inf, acc_rand, used = [], [], [], [], [], [], []
     for i, b0 in enumerate(range(0, C, batch)):
         fr = jnp.asarray(frames[b0:b0 + batch])
         key_lam, key_dyn = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), i))
-        p_own, p_rand, codes = lam_fn(wm.params["lam"], fr, key_lam)
+        p_own, p_rand, codes = lam_fn(wm.params["lam"], wm.params["tokenizer"], fr, key_lam)
         own.append(np.asarray(p_own).reshape(-1))
         rand.append(np.asarray(p_rand).reshape(-1))
         used.append(np.asarray(codes).reshape(-1))

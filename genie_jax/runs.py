@@ -65,6 +65,9 @@ META_DEFAULTS: dict[str, object] = {
     "model.scan_layers": False,       # added 2026-11-26 (nn.scan over the blocks)
     "model.quantizer": "vq",          # added 2026-11-27 (FSQ option)
     "model.fsq_levels": [],
+    "model.input": "pixels",          # added 2026-11-27 (token-input LAM)
+    "model.token_codes": 0,
+    "model.token_patch": 0,
 }
 # Keys of the stored sections that fix no parameter shape, so a checkpoint is never refused over
 # them: how the backward pass trades memory for recompute, the VQ commitment loss weight (a

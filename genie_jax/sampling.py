@@ -42,7 +42,8 @@ from genie_jax.models.st_transformer import unstack_blocks
 from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.runs import Run, abstract_variables, stage_meta
 from genie_jax.stages.base import load_frozen
-from genie_jax.stages.dynamics import DynamicsStage, encode_tokens, lam_actions
+from genie_jax.stages.dynamics import (DynamicsStage, encode_tokens, lam_actions,
+                                       lam_input_tokens)
 
 class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
@@ -142,7 +143,8 @@ class WorldModel:
         return jnp.clip(jax.lax.dynamic_index_in_dim(frames, t, axis=1, keepdims=False), 0, 1)
 
     def _infer_impl(self, params, frames_BTHWC):
-        return lam_actions(self.lam, params["lam"], frames_BTHWC)
+        tokens = lam_input_tokens(self.lam, self.tokenizer, params["tokenizer"], frames_BTHWC)
+        return lam_actions(self.lam, params["lam"], frames_BTHWC, tokens)
 
     def _reset_impl(self, params, frames_BTHWC, actions_BA, rng):
         B, T0 = frames_BTHWC.shape[:2]

@@ -27,23 +27,28 @@ def test_genie_coinrun_sweep_file_plans_its_runs(tmp_path):
     p = run_cli(["sweep", "--spec=experiments/sweeps/genie_coinrun.py:budget=smoke",
                  f"--root={tmp_path / 'root'}", "--dry_run", "--shard=1/4"])
     lines = p.stdout.strip().splitlines()
-    # one change at a time from the baseline (add, frozen, 6 codes): token, cotrain,
-    # true_actions, 8 codes; 2 seeds (the inner loop)
-    assert lines[-1] == "10 runs, 3 upstream runs; * = shard 1/4"
+    # one change at a time from the baseline (add, frozen, 6 codes, pixel LAM): 8 codes, a token
+    # LAM, cotrain, true_actions, token actions; 2 seeds (the inner loop)
+    assert lines[-1] == "12 runs, 4 upstream runs; * = shard 1/4"
     runs = [ln for ln in lines if ln[:2] in ("* ", "  ")]
-    assert len(runs) == 10 and [i for i, ln in enumerate(runs) if ln.startswith("*")] == [1, 5, 9]
+    assert len(runs) == 12 and [i for i, ln in enumerate(runs) if ln.startswith("*")] == [1, 5, 9]
     variants = [ln[2:].split("__seed=")[0] for ln in runs[::2]]
-    assert variants == ["action_mode=add__lam_mode=frozen__lam.model.num_codes=6",
-                        "action_mode=add__lam_mode=frozen__lam.model.num_codes=8",
-                        "action_mode=add__lam_mode=cotrain__lam.model.num_codes=6",
-                        "action_mode=add__lam_mode=true_actions__lam.model.num_codes=6",
-                        "action_mode=token__lam_mode=frozen__lam.model.num_codes=6"]
+    assert variants == [
+        f"action_mode={a}__lam_mode={m}__lam.model.num_codes={n}__lam.model.input={i}"
+        for a, m, n, i in (("add", "frozen", 6, "pixels"), ("add", "frozen", 6, "tokens"),
+                           ("add", "frozen", 8, "pixels"), ("add", "cotrain", 6, "pixels"),
+                           ("add", "true_actions", 6, "pixels"),
+                           ("token", "frozen", 6, "pixels"))]
     assert "(actions fit; evals: eval_steps=4, eval_steps=8, eval_steps=25)" in runs[0]
-    assert sum("(actions fit;" in ln for ln in runs) == 8  # not the 2 true-action runs
-    ups = [ln for ln in lines if ln.startswith("upstream ")]
-    assert [u.split(":")[0] for u in ups] == ["upstream tokenizer base",
-                                              "upstream lam model.num_codes=6",
-                                              "upstream lam model.num_codes=8"]
+    assert sum("(actions fit;" in ln for ln in runs) == 10  # not the 2 true-action runs
+    ups = [ln.split(": ")[0] for ln in lines if ln.startswith("upstream ")]
+    assert ups == ["upstream tokenizer base", "upstream lam model.num_codes=6__model.input=pixels",
+                   "upstream lam model.num_codes=6__model.input=tokens__tokenizer=base",
+                   "upstream lam model.num_codes=8__model.input=pixels"]
+    # the token LAM is trained on the sweep's tokenizer
+    token_lam = next(ln for ln in lines if ln.startswith(ups[2]))
+    tok_dir = tmp_path / "root" / "upstream" / "tokenizer" / "base"
+    assert f"--config.tokenizer.workdir={tok_dir}" in token_lam
     # a trained tokenizer run to reuse: no upstream tokenizer, the runs read that one (here
     # missing: named in the error); the sweep file imports experiments.configs from any folder
     sweep_file = os.path.join(REPO, "experiments", "sweeps", "genie_coinrun.py")

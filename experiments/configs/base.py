@@ -133,6 +133,7 @@ MESH.update({"200m": (1, -1, 1), "1b": (1, -1, 1), "11b": (1, -1, 4)})
 # (knob lam_mode=true_actions): the procedural world's 5 moves, procgen CoinRun's 15 actions.
 TRUE_ACTIONS = {"procedural": 5, "coinrun": 15}
 LAM_MODES = ("frozen", "cotrain", "true_actions")
+LAM_INPUTS = ("pixels", "tokens")  # what the LAM encoder reads (models/lam.py)
 
 # ---------------------------------------------------------------------------------------------
 # The CoinRun CPU chain (*_coinrun.py, knob `budget`): train steps of each stage per budget,
@@ -276,6 +277,23 @@ def use_coinrun_data(c: ml_collections.ConfigDict, directory: str) -> None:
     c.data.source = "arrayrecord"
     c.data.dir = directory
     c.data.resolution = 64
+
+
+def _if_tokens(_, lam_input, value):
+    return value if lam_input == "tokens" else 0
+
+
+def set_lam_input(lam: ml_collections.ConfigDict, tok: ml_collections.ConfigDict,
+                  lam_input: str) -> None:
+    """The LAM model section `lam` reads pixels or the tokens of the tokenizer model section
+    `tok`. token_codes and token_patch follow the tokenizer's num_codes and patch_size while
+    lam.input is 'tokens' and are 0 otherwise, so `--config.lam.model.input=tokens` (or
+    `model.input` of a LAM config) alone switches a LAM, and a pixel LAM's meta is unchanged."""
+    pick(LAM_INPUTS, "lam input", lam_input)
+    lam.input = lam_input
+    for key, src in (("token_codes", "num_codes"), ("token_patch", "patch_size")):
+        lam[key] = ml_collections.FieldReference(
+            0, field_type=int, op=_Op(_if_tokens, [lam.get_ref("input"), tok.get_ref(src)]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Knobs: size (test|tiny|cpu|coinrun, or 200m|1b|11b for TPU pods: base.py),
   true_actions: the recorded actions condition the dynamics, no LAM; model.num_actions = 5),
   action_mode (token: each action is an extra token | add: added to the frame's tokens),
   temporal_pos (learned: absolute temporal position embeddings | rope: rotary ones, which let
-  the sampler keep a rolling KV cache across buffer slides; a different model).
+  the sampler keep a rolling KV cache across buffer slides; a different model),
+  lam_input (pixels | tokens: the LAM reads the tokenizer's codes, Genie's LAM-input ablation;
+  the LAM run must be one, lam.py:input=tokens; also --config.lam.model.input=tokens).
 Data, schedule and the tokenizer and LAM shapes are those of tokenizer.py and lam.py of the same
 size (base.py). If those runs used other values, override their sections and the dynamics model
 follows by reference: --config.tokenizer.model.num_codes, .patch_size and .image_size set the
@@ -28,7 +30,8 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
-                           lam_mode="frozen", action_mode="token", temporal_pos="learned")
+                           lam_mode="frozen", action_mode="token", temporal_pos="learned",
+                           lam_input="pixels")
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
@@ -46,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.lam = ml_collections.ConfigDict(dict(
         mode=knobs.lam_mode, workdir=knobs.lam,
         model=base.video_vq_model(base.LAM[size], image_size=tok.get_oneway_ref("image_size"))))
+    base.set_lam_input(c.lam.model, tok, knobs.lam_input)
 
     shape = base.DYNAMICS[size]
     c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos)

@@ -7,6 +7,7 @@ Knobs: dir, budget (as the tokenizer and LAM configs: smoke, seconds; quick, ~12
 the `make quickstart` stage; default, ~20; quality, ~40, the dynamics stage of the quality run;
 train steps: base.COINRUN_BUDGET), tokenizer and lam (run folders), lam_mode (frozen|cotrain|
 true_actions: the 15 recorded procgen actions condition the dynamics, no LAM),
+lam_input (pixels|tokens: a token-input LAM, lam_coinrun.py:input=tokens),
 action_mode (add|token; add by default here: at the quick budget the action added to every patch
 is used (held-out delta-PSNR 1.6 dB on val) where the action token is not yet (0.6), see
 experiments/RESULTS.md) and temporal_pos (learned|rope), as dynamics.py. The shapes are the
@@ -24,7 +25,8 @@ from experiments.configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default",
                            tokenizer="runs/tok_coinrun", lam="runs/lam_coinrun",
-                           lam_mode="frozen", action_mode="add", temporal_pos="learned")
+                           lam_mode="frozen", action_mode="add", temporal_pos="learned",
+                           lam_input="pixels")
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     c = base.get_base("tiny")  # the tokenizer's frames (4-frame windows) and optimizer
@@ -43,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.lam = ml_collections.ConfigDict(dict(
         mode=knobs.lam_mode, workdir=knobs.lam,
         model=base.video_vq_model(base.LAM["cpu"], image_size=tok.get_oneway_ref("image_size"))))
+    base.set_lam_input(c.lam.model, tok, knobs.lam_input)
 
     shape = base.DYNAMICS["tiny"]
     c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos)

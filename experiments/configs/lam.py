@@ -11,6 +11,9 @@ base.py), and a bigger batch:
   200m, 1b, 11b   for TPU pods: 128x128 frames, patch 16, 8 latent actions (as Genie), width
            1024, 6+6 layers (~200M) at 200m and 9+9 (~300M, Genie's LAM size) at 1b and 11b
 model.image_size follows data.resolution.
+Knobs: size; input (pixels | tokens: the encoder reads the codes of a finished tokenizer run of
+the same size, Genie's LAM-input ablation) and tokenizer (that run's folder, default runs/tok;
+also --config.model.input=tokens and --config.tokenizer.workdir=DIR).
 """
 import ml_collections
 
@@ -18,11 +21,17 @@ from experiments.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = base.parse_arg(arg, size="tiny")
+    knobs = base.parse_arg(arg, size="tiny", input="pixels", tokenizer="runs/tok")
     c = base.get_base(knobs.size, "lam")
     c.stage = "lam"
     c.model = base.video_vq_model(base.LAM[knobs.size],
                                   image_size=base.square_of(c.data, "resolution"))
+    # the tokenizer a token-input LAM reads (unused by a pixel LAM)
+    c.tokenizer = ml_collections.ConfigDict(dict(
+        workdir=knobs.tokenizer,
+        model=base.video_vq_model(base.TOKENIZER[knobs.size],
+                                  image_size=c.model.get_oneway_ref("image_size"))))
+    base.set_lam_input(c.model, c.tokenizer.model, knobs.input)
     c.loss = ml_collections.ConfigDict(dict(
         vq_weight=1.0, restart_dead_after=base.SCHEDULE[knobs.size]["restart_dead_after"]))
     if knobs.size == "tiny":

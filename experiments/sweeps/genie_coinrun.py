@@ -1,4 +1,4 @@
-"""The Genie ablations at CPU size on CoinRun, as one `genie-jax sweep` (not run yet).
+"""The Genie ablations at CPU size on CoinRun, as one `genie-jax sweep`.
 
   # the dataset, once (as `make quickstart` makes it; or reuse data/coinrun_quick):
   genie-jax data coinrun --out=data/coinrun --episodes=100 --length=300 \
@@ -8,7 +8,8 @@
   genie-jax sweep report --root=runs/sweep_genie_coinrun
 
 The design is one change at a time (one_at_a_time): the baseline is the quickstart world (the
-first value of each axis: additive actions, a LAM trained first and frozen, 6 latent actions),
+first value of each axis: additive actions, a LAM trained first and frozen, 6 latent actions, a
+LAM that reads pixels),
 and each other row changes one axis from it:
   :action_mode           add | token          how the dynamics is conditioned on the action
                          (Genie adds the action's embedding; token is one more token per frame)
@@ -16,16 +17,17 @@ and each other row changes one axis from it:
                          with the dynamics, or no LAM: the 15 recorded procgen actions (the
                          ablation row; GenieRedux-G: 33.41 dB with true actions vs 25.51 latent)
   lam.model.num_codes    6 | 8                latent actions (one LAM run per value, shared)
+  lam.model.input        pixels | tokens      what the LAM encoder reads: frames, or the frozen
+                         tokenizer's codes of them (Genie: pixels 1.91 vs tokens 1.33 delta-PSNR
+                         on Platformers); the token LAM is trained after the sweep's tokenizer
   eval-only: MaskGIT steps 4 | 8 | 25 at evaluation (one `genie-jax eval` each, no retraining)
 Every latent-action run first gets `genie-jax actions fit` (CoinRun's 6 control classes -> latent
 ids, fitted on the val split), so its evaluation also reports the delta-PSNR of rollouts driven by
 the clips' true controls (eval.true_actions.delta_psnr), comparable with the true_actions row.
-Not an axis: the LAM's input (pixels, as now, vs the tokenizer's tokens): the LAM takes pixels
-only; a token-input LAM is not built.
 
-Size: 5 variants x seeds (2) dynamics runs, + 1 tokenizer and 2 LAM runs shared by all (or the
+Size: 6 variants x seeds (2) dynamics runs, + 1 tokenizer and 3 LAM runs shared by all (or the
 tokenizer run named by the `tokenizer` knob, e.g. the quickstart's). CPU time at budget=quick on
-2 cores: about 16 min per dynamics run with its 3 evaluations, about 2.7 h for 2 seeds
+2 cores: about 16 min per dynamics run with its 3 evaluations, about 3.3 h for 2 seeds
 (experiments/RESULTS.md, "The Genie ablations"). `--shard=0/2` is every seed-0 run (seeds are the
 inner loop), so `--shard=0/2` then `--shard=1/2` gives a 1-seed table early.
 Knobs: dir (dataset), budget (smoke|quick|default|quality), seeds, episodes and clips
@@ -50,7 +52,7 @@ def get_sweep(arg=None):
         config=f"{cfg}/dynamics_coinrun.py:{data}",
         upstream=upstream,
         grid=[":action_mode=add,token", ":lam_mode=frozen,cotrain,true_actions",
-              "lam.model.num_codes=6,8"],
+              "lam.model.num_codes=6,8", "lam.model.input=pixels,tokens"],
         one_at_a_time=True,
         seeds=knobs.seeds,
         eval_set=["split=test", f"episodes={knobs.episodes}",

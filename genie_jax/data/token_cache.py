@@ -245,7 +245,8 @@ def _encoder(stage, frozen: dict):
     def encode(params, frames):
         out = {"tokens": encode_tokens(stage.tokenizer, params["tokenizer"], frames)}
         if "lam" in params:
-            out["latent_actions"] = lam_actions(stage.lam, params["lam"], frames)
+            lam_tokens = out["tokens"] if stage.lam.input == "tokens" else None
+            out["latent_actions"] = lam_actions(stage.lam, params["lam"], frames, lam_tokens)
         return out
     return lambda frames: jax.device_get(encode(frozen, frames))
 

@@ -40,36 +40,29 @@ from genie_jax.runs import stage_meta
 from genie_jax.stages.base import FrozenInput, Stage
 from genie_jax.stages.lam import build_lam
 from genie_jax.stages.tokenizer import build_tokenizer
-from genie_jax.stages.video_vq import build_model
+from genie_jax.stages.video_vq import build_model, check_lam_tokens, encode_tokens, params_init
 
 LAM_MODES = ("frozen", "cotrain", "true_actions")
-
-
-def _params_init(model):
-    """frames -> model params (an init whose shapes give a frozen input's abstract params)."""
-    def init(frames):  # keys made inside: traced under eval_shape, never run on a device
-        key = jax.random.PRNGKey(0)
-        return model.init({"params": key, "vq": key, "dropout": key}, frames)["params"]
-    return init
 
 
 def build_dynamics(model_cfg) -> Dynamics:
     return build_model(Dynamics, model_cfg)
 
 
-def encode_tokens(tokenizer: Tokenizer, tok_params, frames_BTHWC) -> jax.Array:
-    """Frozen tokenizer: frames -> tokens [B,T,N] (int32, no gradient)."""
-    # vq_stats is made mutable only so the quantiser can create its (unused) statistics.
-    (_, tokens, _), _ = tokenizer.apply({"params": tok_params}, frames_BTHWC,
-                                        method=Tokenizer.encode, mutable=["vq_stats"])
-    return jax.lax.stop_gradient(tokens)
-
-
-def lam_actions(lam: LatentActionModel, lam_params, frames_BTHWC) -> jax.Array:
-    """Frozen LAM: frames [B,T,...] -> latent action codes [B,T-1]."""
-    codes, _ = lam.apply({"params": lam_params}, frames_BTHWC, method=LatentActionModel.actions,
-                         mutable=["vq_stats"])
+def lam_actions(lam: LatentActionModel, lam_params, frames_BTHWC, tokens_BTN=None) -> jax.Array:
+    """Frozen LAM: frames [B,T,...] (and their tokens, for a token-input LAM) -> latent action
+    codes [B,T-1]."""
+    codes, _ = lam.apply({"params": lam_params}, frames_BTHWC, tokens_BTN,
+                         method=LatentActionModel.actions, mutable=["vq_stats"])
     return jax.lax.stop_gradient(codes)
+
+
+def lam_input_tokens(lam: LatentActionModel, tokenizer: Tokenizer, tok_params, frames_BTHWC):
+    """What a LAM reads besides frames: the frozen tokenizer's tokens for a token-input LAM,
+    else None."""
+    if lam.input != "tokens":
+        return None
+    return encode_tokens(tokenizer, tok_params, frames_BTHWC)
 
 
 def check_dynamics_config(config) -> None:
@@ -85,6 +78,7 @@ def check_dynamics_config(config) -> None:
     if config.lam.mode != "true_actions":  # true actions: one id per recorded dataset action
         want["model.num_actions"] = (m.num_actions, lam.num_codes, "lam.model.num_codes")
     bad = [f"{k}={a} but {other}={b}" for k, (a, b, other) in want.items() if a != b]
+    bad += check_lam_tokens(lam, tok, "lam.model", "tokenizer.model")
     if bad:
         raise UserError("inconsistent dynamics config: " + "; ".join(bad))
 
@@ -116,11 +110,11 @@ class DynamicsStage(Stage):
         out = {"tokenizer": FrozenInput(
             "tokenizer.workdir", cfg.tokenizer.workdir,
             stage_meta("tokenizer", {"model": cfg.tokenizer.model}),
-            _params_init(self.tokenizer), (frames,))}
+            params_init(self.tokenizer), (frames,))}
         if cfg.lam.mode == "frozen":
             out["lam"] = FrozenInput("lam.workdir", cfg.lam.workdir,
                                      stage_meta("lam", {"model": cfg.lam.model}),
-                                     _params_init(self.lam), (frames,))
+                                     params_init(self.lam), (frames,))
         return out
 
     # ---- host side -------------------------------------------------------------------------
@@ -193,21 +187,23 @@ class DynamicsStage(Stage):
             out["vq_stats"] = {"lam": lam["vq_stats"]}
         return out
 
-    def _actions(self, params, frozen, model_state, batch, rng, train: bool):
+    def _actions(self, params, frozen, model_state, batch, rng, train: bool, tokens=None):
         """Latent actions [B,T-1] (+ LAM loss, metrics and new stats when co-training); with
         true actions, the recorded ones (the batch's 'actions'); from a token cache, the cached
-        latent ones."""
+        latent ones. `tokens`: the batch's tokens (what a token-input LAM reads)."""
         if self.true_actions:
             return batch["actions"][:, :-1].astype(jnp.int32), 0.0, {}, model_state
         if "latent_actions" in batch:
             return batch["latent_actions"], 0.0, {}, model_state
         frames = batch["frames"]
+        tokens = tokens if self.lam.input == "tokens" else None
         if not self.cotrain:
-            return lam_actions(self.lam, frozen["lam"], frames), 0.0, {}, model_state
+            return lam_actions(self.lam, frozen["lam"], frames, tokens), 0.0, {}, model_state
         r_vq, r_drop = jax.random.split(rng)
         (pred, codes, aux), new = self.lam.apply(
             {"params": params["lam"], "vq_stats": model_state["vq_stats"]["lam"]}, frames,
-            train=train, rngs={"vq": r_vq, "dropout": r_drop}, mutable=["vq_stats"])
+            train=train, tokens_BTN=tokens, rngs={"vq": r_vq, "dropout": r_drop},
+            mutable=["vq_stats"])
         lloss, metrics = lam_loss(pred, frames, aux, self.config.loss.lam_vq_weight)
         metrics["lam_counts"] = aux["counts"]
         new_state = {**model_state, "vq_stats": {"lam": new["vq_stats"]}}
@@ -235,7 +231,7 @@ class DynamicsStage(Stage):
         r_lam, r_dyn = jax.random.split(rng)
         tokens = self._tokens(frozen, batch)
         actions, lloss, lmetrics, new_state = self._actions(params, frozen, model_state, batch,
-                                                            r_lam, train=True)
+                                                            r_lam, train=True, tokens=tokens)
         ce, metrics = self._masked_ce(params, tokens, actions, r_dyn, train=True)
         loss = ce + self.config.loss.lam_weight * lloss
         lmetrics = dict(lmetrics)
@@ -255,7 +251,7 @@ class DynamicsStage(Stage):
         tokens = encode_tokens(self.tokenizer, frozen["tokenizer"], frames)
         rng = jax.random.PRNGKey(0)  # the same masks at every eval
         actions, _, lmetrics, _ = self._actions(params, frozen, model_state, batch, rng,
-                                                train=False)
+                                                train=False, tokens=tokens)
         ce, m = self._masked_ce(params, tokens, actions, rng, train=False)
         B = frames.shape[0]
         out = {"ce": ce * B, "masked_acc": m["masked_acc"] * B,
@@ -276,7 +272,7 @@ class DynamicsStage(Stage):
         fz = frozen
         tokens = encode_tokens(self.tokenizer, fz["tokenizer"], frames)
         actions, _, _, _ = self._actions(params, frozen, model_state, batch,
-                                         jax.random.PRNGKey(0), train=False)
+                                         jax.random.PRNGKey(0), train=False, tokens=tokens)
         inp = tokens.at[:, -1].set(self.model.mask_id)
         logits = self.model.apply({"params": params["dynamics"]}, inp, actions)
         pred_tokens = tokens.at[:, -1].set(jnp.argmax(logits[:, -1], axis=-1))

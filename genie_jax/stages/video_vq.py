@@ -7,6 +7,7 @@ import numpy as np
 
 from genie_jax.errors import UserError
 from genie_jax.models.st_transformer import remat_policy
+from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.models.vq import restart_dead_codes_in_state
 from genie_jax.stages.base import Stage
 
@@ -22,6 +23,35 @@ def build_model(cls, model_cfg):
         except ValueError as e:
             raise UserError(str(e)) from None
     return cls(**kw)
+
+
+def params_init(model):
+    """frames -> model params (an init whose shapes give a frozen input's abstract params)."""
+    def init(frames):  # keys made inside: traced under eval_shape, never run on a device
+        key = jax.random.PRNGKey(0)
+        return model.init({"params": key, "vq": key, "dropout": key}, frames)["params"]
+    return init
+
+
+def encode_tokens(tokenizer: Tokenizer, tok_params, frames_BTHWC) -> jax.Array:
+    """Frozen tokenizer: frames -> tokens [B,T,N] (int32, no gradient)."""
+    # vq_stats is made mutable only so the quantiser can create its (unused) statistics.
+    (_, tokens, _), _ = tokenizer.apply({"params": tok_params}, frames_BTHWC,
+                                        method=Tokenizer.encode, mutable=["vq_stats"])
+    return jax.lax.stop_gradient(tokens)
+
+
+def check_lam_tokens(lam_cfg, tok_cfg, lam_key: str, tok_key: str) -> list[str]:
+    """What disagrees between a token-input LAM's config and its tokenizer's (empty for a pixel
+    LAM): its token_codes/token_patch/image_size must be the tokenizer's num_codes/patch_size/
+    image_size."""
+    if lam_cfg.get("input", "pixels") != "tokens":
+        return []
+    pairs = (("token_codes", "num_codes"), ("token_patch", "patch_size"),
+             ("image_size", "image_size"))
+    return [f"{lam_key}.{a}={lam_cfg[a]} but {tok_key}.{b}={tok_cfg[b]}" for a, b in pairs
+            if (tuple(lam_cfg[a]) if a == "image_size" else lam_cfg[a])
+            != (tuple(tok_cfg[b]) if b == "image_size" else tok_cfg[b])]
 
 
 def frame_grid(real_BTHWC: jax.Array, pred_BTHWC: jax.Array) -> jax.Array:
@@ -44,12 +74,13 @@ class VideoVQStage(Stage):
         r1, r2 = jax.random.split(rng)
         return self.model.init({"params": r1, "vq": r2, "dropout": r2}, batch["frames"], train=True)
 
-    def apply_train(self, params, model_state, frames, rng):
-        """-> ((frames, codes, aux), new model_state), with the VQ statistics updated."""
+    def apply_train(self, params, model_state, frames, rng, **kw):
+        """-> ((frames, codes, aux), new model_state), with the VQ statistics updated (kw: more
+        model arguments, e.g. a token-input LAM's tokens_BTN)."""
         r_vq, r_drop = jax.random.split(rng)
         out, new_state = self.model.apply(
             {"params": params, **model_state}, frames, train=True,
-            rngs={"vq": r_vq, "dropout": r_drop}, mutable=["vq_stats"])
+            rngs={"vq": r_vq, "dropout": r_drop}, mutable=["vq_stats"], **kw)
         return out, dict(new_state)
 
     def after_update(self, params, model_state):

@@ -380,22 +380,32 @@ def build_plan(spec: SweepSpec, root: str) -> Plan:
             over = main + [("seed", str(seed))]
             cfg = load_config(cfg_spec, over, f"run {name}")
             needs = []
+            tok_workdir = str(cfg.tokenizer.workdir) if stage == "dynamics" else ""
             for s in UPSTREAM_STAGES if stage == "dynamics" else ():
                 if s == "lam" and str(cfg.lam.mode) != "frozen":
                     continue
                 if s not in ups:
                     _check_named_run(cfg, s, name)
                     continue
-                key = (s, tuple(up_over[s]))
+                over_s = list(up_over[s])
+                if s == "lam" and str(cfg.lam.model.get("input", "pixels")) == "tokens":
+                    # a token-input LAM reads this run's tokenizer: trained after it, one per
+                    # tokenizer (named after it)
+                    over_s.append(("tokenizer.workdir", tok_workdir))
+                key = (s, tuple(over_s))
                 if key not in upstream:
-                    uname = join_name([slug(k, v) for k, v in up_over[s]])
-                    ucfg = load_config(ups[s][0], up_over[s], f"upstream {s} {uname}")
+                    uname = join_name([slug(k, v) for k, v in up_over[s]]
+                                      + ([slug("tokenizer", _tokenizer_name(tok_workdir, root))]
+                                         if len(over_s) > len(up_over[s]) else []))
+                    ucfg = load_config(ups[s][0], over_s, f"upstream {s} {uname}")
                     upstream[key] = UpstreamPlan(s, uname, os.path.join(root, "upstream", s, uname),
-                                                 ups[s][0], list(up_over[s]), ucfg.model.to_dict())
+                                                 ups[s][0], over_s, ucfg.model.to_dict())
                 up = upstream[key]
                 _check_same_model(up, cfg, s, name)
                 needs.append(up)
                 over = over + [(f"{s}.workdir", up.workdir)]
+                if s == "tokenizer":
+                    tok_workdir = up.workdir
             if needs:
                 cfg = load_config(cfg_spec, over, f"run {name}")
             workdir = os.path.join(root, "runs", name)
@@ -414,6 +424,12 @@ def build_plan(spec: SweepSpec, root: str) -> Plan:
     if len(set(names)) != len(names):
         raise UserError("two grid points got the same run name; use distinct values")
     return Plan(spec, root, runs, list(upstream.values()))
+
+
+def _tokenizer_name(workdir: str, root: str) -> str:
+    """A sweep's own tokenizer by its upstream name, another run by its whole path."""
+    ups = os.path.join(root, "upstream", "tokenizer") + os.sep
+    return workdir[len(ups):] if workdir.startswith(ups) else os.path.abspath(workdir)
 
 
 def _check_named_run(cfg, stage: str, run: str) -> None:

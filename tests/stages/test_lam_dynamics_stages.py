@@ -162,3 +162,66 @@ def test_dynamics_trains_on_a_frozen_fsq_tokenizer(tmp_path):
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
     ev = jax.jit(stage.eval_step)(params, frozen, model_state, batch)
     assert float(ev["count"]) == 2
+
+
+# ---- the token-input LAM (Genie's LAM-input ablation) -----------------------------------------
+
+def test_token_lam_reads_its_frozen_tokenizer_and_trains(tmp_path):
+    from genie_jax.train.trainer import train
+    tok_dir = str(tmp_path / "tok")
+    save_fake_run(tok_dir, _cfg("tokenizer"))
+    cfg = _cfg("lam", f"size=test,input=tokens,tokenizer={tok_dir}")
+    assert (cfg.model.token_codes, cfg.model.token_patch) == (64, 4)  # the tokenizer's
+    stage = get_stage(cfg)
+    frozen = _load_frozen(stage)
+    assert set(frozen) == {"tokenizer"}
+    batch = {"frames": jnp.asarray(frames_batch(2, 4, 16))}
+    losses, metrics, params, model_state = _train(stage, batch, frozen=frozen)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    assert "token_embed" in params and "lam_mse" in metrics
+    # the encoder reads the tokens: other tokens, other latents; none at all is an error
+    from genie_jax.stages.video_vq import encode_tokens
+    tokens = encode_tokens(stage.tokenizer, frozen["tokenizer"], batch["frames"])
+    lat = [stage.model.apply({"params": params}, batch["frames"], tokens_BTN=t,
+                             method=stage.model.latents) for t in (tokens, (tokens + 1) % 64)]
+    assert not np.allclose(lat[0], lat[1])
+    with pytest.raises(ValueError, match="reads the tokenizer's tokens"):
+        stage.model.apply({"params": params}, batch["frames"], method=stage.model.latents)
+    with pytest.raises(ValueError, match=r"tokens must be \[2, 4, 16\]"):
+        stage.model.apply({"params": params}, batch["frames"], tokens_BTN=tokens[:, :, :8],
+                          method=stage.model.latents)
+    summary = train(_fast(cfg), str(tmp_path / "lam"))  # through the engine
+    assert summary["step"] == 4 and "psnr" in summary["eval"]
+
+
+def test_token_lam_config_must_match_its_tokenizer(tmp_path):
+    cfg = _cfg("lam", "size=test,input=tokens")
+    cfg.model.token_patch = 2
+    with pytest.raises(UserError, match="model.token_patch=2 but tokenizer.model.patch_size=4"):
+        get_stage(cfg)
+    dyn = _cfg("dynamics", "size=test,lam_input=tokens")
+    dyn.lam.model.token_codes = 32
+    with pytest.raises(UserError, match="lam.model.token_codes=32"):
+        get_stage(dyn)
+    # a pixel LAM's config (and so its checkpoint meta) carries no tokenizer values
+    assert (_cfg("lam").model.token_codes, _cfg("dynamics").lam.model.token_patch) == (0, 0)
+
+
+@pytest.mark.parametrize("lam_mode", ["frozen", "cotrain"])
+def test_dynamics_on_a_token_lam_trains_and_samples(tmp_path, lam_mode):
+    from genie_jax.sampling import WorldModel, rollout
+    from genie_jax.train.trainer import train
+    tok, lam, wd = str(tmp_path / "tok"), str(tmp_path / "lam"), str(tmp_path / "dyn")
+    save_fake_run(tok, _cfg("tokenizer"))
+    if lam_mode == "frozen":
+        save_fake_run(lam, _cfg("lam", f"size=test,input=tokens,tokenizer={tok}"))
+    cfg = _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam},lam_mode={lam_mode},"
+                           "lam_input=tokens")
+    summary = train(_fast(cfg), wd)
+    assert summary["step"] == 4 and np.isfinite(summary["eval"]["ce"])
+    wm = WorldModel.load(wd)
+    clip = frames_batch(1, 4, 16)
+    codes = np.asarray(wm.infer_actions(clip))
+    assert codes.shape == (1, 3) and codes.min() >= 0 and codes.max() < 6
+    frames = rollout(wm, clip[:, :2], codes[:, 1:], prompt_actions=codes[:, :1])
+    assert frames.shape == (1, 2, 16, 16, 3)
