@@ -167,7 +167,8 @@ def _fake_run(root, variant, seed, summary_psnr, rollout_psnr, losses, evals=("e
     for name in evals:
         (w / name).mkdir()
         (w / name / "eval.json").write_text(json.dumps(
-            {"settings": {"seed": 0}, "rollout": {"psnr": rollout_psnr, "psnr_per_step": [1, 2]},
+            {"settings": {"seed": 0},
+             "rollout": {"psnr": rollout_psnr, "psnr_per_step": list(range(1, 11))},
              "controllability": {"delta_psnr": rollout_psnr / 10}, "action_nmi": None}))
         ev[name] = {"out": str(w / name), "point": {}}
     (w / DONE).write_text(json.dumps({"variant": variant, "seed": seed, "evals": ev}))
@@ -183,8 +184,10 @@ def test_report_mean_std_and_difference_from_baseline(tmp_path):
     (tmp_path / "runs" / f"{add}__seed=1").mkdir()  # unfinished: no sweep_run.json
     r = write_report(str(tmp_path))
     assert r["runs_done"] == 3 and r["runs_expected"] == 6 and r["baseline"] == base
-    assert r["metrics"] == ["eval.rollout.psnr", "eval.controllability.delta_psnr",
-                            "summary.eval.ce"]
+    assert r["metrics"] == ["eval.rollout.psnr", "eval.rollout.psnr_per_step.t4",
+                            "eval.rollout.psnr_per_step.t10", "eval.controllability.delta_psnr",
+                            "summary.eval.ce", "summary.train_seconds"]
+    assert r["rows"][0]["stats"]["eval.rollout.psnr_per_step.t4"]["mean"] == 4.0
     rows = {row["label"]: row for row in r["rows"]}
     st = rows[base]["stats"]["eval.rollout.psnr"]
     assert st["mean"] == pytest.approx(21.0)
@@ -210,6 +213,16 @@ def test_report_mean_std_and_difference_from_baseline(tmp_path):
         write_report(str(tmp_path), metrics=["eval.nope"])
     with pytest.raises(UserError, match="--baseline='x' is no finished variant"):
         write_report(str(tmp_path), baseline="x")
+
+
+def test_report_counts_the_runs_of_a_one_at_a_time_sweep(tmp_path):
+    spec = SweepSpec(config=DYN, grid=[("model.action_mode", ["token", "add"]),
+                                       ("lam.mode", ["frozen", "cotrain"])], seeds=2,
+                     one_at_a_time=True)
+    claim_root(str(tmp_path), spec)
+    _fake_run(tmp_path, "model.action_mode=add__lam.mode=frozen", 0, 1.0, 20.0, [1.0, 1.0])
+    r = write_report(str(tmp_path))
+    assert r["runs_done"] == 1 and r["runs_expected"] == 3 * 2  # not the 4 points of the grid
 
 
 def test_report_of_an_eval_only_axis(tmp_path):

@@ -25,21 +25,27 @@ import numpy as np
 from genie_jax import media
 from genie_jax.errors import UserError
 from genie_jax.sweep.execute import DONE, read_sweep_json
-from genie_jax.sweep.spec import SweepSpec, join_name, slug
+from genie_jax.sweep.spec import SweepSpec, grid_points, join_name, slug
 
 DEFAULT_EVAL_METRICS = (
-    "rollout.psnr", "rollout.random_actions.psnr", "repeat_last_frame.psnr",
+    "rollout.psnr", "rollout.psnr_per_step.t4", "rollout.psnr_per_step.t10",
+    "rollout.random_actions.psnr", "repeat_last_frame.psnr",
     "controllability.delta_psnr", "true_actions.psnr", "true_actions.delta_psnr",
-    "tokenizer.psnr", "lam.code_usage", "action_nmi.nmi", "action_probe.accuracy",
-    "action_probe.chance")
+    "tokenizer.psnr", "lam.code_usage", "action_nmi.nmi", "action_nmi.class_nmi",
+    "action_probe.accuracy", "action_probe.chance")
 CURVE_SKIP = ("lr", "steps_per_s", "frames_per_s")
 
 
 def flatten(tree, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a JSON tree by dotted key (lists, strings and nulls left out)."""
+    """Numeric leaves of a JSON tree by dotted key (strings, nulls and lists left out, except a
+    per-step list `X_per_step`, whose value at step t (1-based) is `X_per_step.tT`)."""
     out = {}
     if isinstance(tree, dict):
         for k, v in tree.items():
+            if str(k).endswith("_per_step") and isinstance(v, list):
+                out.update({f"{prefix}{k}.t{i + 1}": float(x) for i, x in enumerate(v)
+                            if isinstance(x, (int, float)) and not isinstance(x, bool)})
+                continue
             out.update(flatten(v, f"{prefix}{k}."))
     elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
         out[prefix[:-1]] = float(tree)
@@ -87,11 +93,8 @@ def collect(root: str) -> tuple[SweepSpec, list[dict]]:
 
 
 def grid_variants(spec: SweepSpec) -> list[str]:
-    """Variant names in the sweep's order (excluded points left out)."""
-    keys = [k for k, _ in spec.grid]
-    points = [dict(zip(keys, v)) for v in itertools.product(*[vals for _, vals in spec.grid])]
-    return [join_name([slug(k, v) for k, v in p.items()]) for p in points
-            if not any(all(p[k] == v for k, v in ex.items()) for ex in spec.exclude)]
+    """Variant names in the sweep's order (points the sweep leaves out left out)."""
+    return [join_name([slug(k, v) for k, v in p.items()]) for p in grid_points(spec)]
 
 
 def expected_runs(spec: SweepSpec) -> int:
@@ -249,7 +252,8 @@ def write_report(root: str, metrics: list[str] | None = None, baseline: str | No
                             f"(available: {', '.join(available)})")
     else:
         metrics = [f"eval.{m}" for m in DEFAULT_EVAL_METRICS if f"eval.{m}" in available] + \
-                  [m for m in available if m.startswith("summary.eval.")]
+                  [m for m in available if m.startswith("summary.eval.")] + \
+                  [m for m in ("summary.train_seconds",) if m in available]
     labels = list(dict.fromkeys(r["label"] for r in records))
     base = baseline or baseline_label(spec)
     if baseline and baseline not in labels:

@@ -306,6 +306,22 @@ def _route(key: str, value: str, stage: str, base, ups: dict, where: str):
     return (key, value), {}
 
 
+def grid_points(spec: SweepSpec) -> list[dict[str, str]]:
+    """The grid's points ({key: value}) in order, less `exclude` and, one_at_a_time, those that
+    differ from the baseline (every axis at its first value) in more than one axis."""
+    keys = [k for k, _ in spec.grid]
+    out = []
+    for values in itertools.product(*[vals for _, vals in spec.grid]):
+        point = dict(zip(keys, values))
+        if any(all(point[k] == v for k, v in ex.items()) for ex in spec.exclude):
+            continue
+        if spec.one_at_a_time and sum(v != vals[0] for v, (_, vals) in
+                                      zip(values, spec.grid)) > 1:
+            continue
+        out.append(point)
+    return out
+
+
 def build_plan(spec: SweepSpec, root: str) -> Plan:
     """Check everything and lay out every run; nothing is written."""
     root = os.path.abspath(root)
@@ -358,13 +374,7 @@ def build_plan(spec: SweepSpec, root: str) -> Plan:
 
     upstream: dict[tuple, UpstreamPlan] = {}
     runs = []
-    for values in itertools.product(*[vals for _, vals in spec.grid]):
-        point = dict(zip(keys, values))
-        if any(all(point[k] == v for k, v in ex.items()) for ex in spec.exclude):
-            continue
-        if spec.one_at_a_time and sum(v != vals[0] for v, (_, vals) in
-                                      zip(values, spec.grid)) > 1:
-            continue
+    for point in grid_points(spec):
         variant = join_name([slug(k, v) for k, v in point.items()])
         knobs = {k[1:]: v for k, v in point.items() if k.startswith(":")}
         cfg_spec = with_knobs(spec.config, knobs) if knobs else spec.config
