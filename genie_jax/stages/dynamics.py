@@ -36,11 +36,10 @@ from genie_jax.models.layers import to_unit_float
 from genie_jax.models.maskgit import maskgit_loss, random_mask
 from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.models.vq import restart_dead_codes_in_state
-from genie_jax.runs import stage_meta
 from genie_jax.stages.base import FrozenInput, Stage
 from genie_jax.stages.lam import build_lam
 from genie_jax.stages.tokenizer import build_tokenizer
-from genie_jax.stages.video_vq import build_model, check_lam_tokens, encode_tokens, params_init
+from genie_jax.stages.video_vq import build_model, check_lam_tokens, encode_tokens, frozen_run
 
 LAM_MODES = ("frozen", "cotrain", "true_actions")
 
@@ -105,16 +104,10 @@ class DynamicsStage(Stage):
     def frozen_inputs(self) -> dict[str, FrozenInput]:
         """The frozen tokenizer, and the LAM when it is frozen: params only."""
         cfg = self.config
-        H, W = cfg.tokenizer.model.image_size
-        frames = jax.ShapeDtypeStruct((1, 2, H, W, cfg.tokenizer.model.channels), np.uint8)
-        out = {"tokenizer": FrozenInput(
-            "tokenizer.workdir", cfg.tokenizer.workdir,
-            stage_meta("tokenizer", {"model": cfg.tokenizer.model}),
-            params_init(self.tokenizer), (frames,))}
+        out = {"tokenizer": frozen_run("tokenizer", cfg.tokenizer, self.tokenizer,
+                                       cfg.tokenizer.model)}
         if cfg.lam.mode == "frozen":
-            out["lam"] = FrozenInput("lam.workdir", cfg.lam.workdir,
-                                     stage_meta("lam", {"model": cfg.lam.model}),
-                                     params_init(self.lam), (frames,))
+            out["lam"] = frozen_run("lam", cfg.lam, self.lam, cfg.tokenizer.model)
         return out
 
     # ---- host side -------------------------------------------------------------------------

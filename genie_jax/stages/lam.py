@@ -6,18 +6,15 @@ config, checked against the checkpoint), loaded as params only and passed as `fr
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from genie_jax.metrics import psnr
 from genie_jax.models.lam import LatentActionModel, lam_loss
 from genie_jax.models.layers import to_unit_float
 from genie_jax.errors import UserError
-from genie_jax.runs import stage_meta
 from genie_jax.stages.base import FrozenInput
 from genie_jax.stages.video_vq import (VideoVQStage, build_model, check_lam_tokens, encode_tokens,
-                                       frame_grid, params_init)
+                                       frame_grid, frozen_run)
 
 
 def build_lam(model_cfg) -> LatentActionModel:
@@ -46,12 +43,8 @@ class LamStage(VideoVQStage):
         """A token-input LAM's tokenizer (params only); nothing for a pixel LAM."""
         if self.tokenizer is None:
             return {}
-        cfg = self.config.tokenizer
-        H, W = cfg.model.image_size
-        frames = jax.ShapeDtypeStruct((1, 2, H, W, cfg.model.channels), np.uint8)
-        return {"tokenizer": FrozenInput("tokenizer.workdir", cfg.workdir,
-                                         stage_meta("tokenizer", {"model": cfg.model}),
-                                         params_init(self.tokenizer), (frames,))}
+        tok = self.config.tokenizer
+        return {"tokenizer": frozen_run("tokenizer", tok, self.tokenizer, tok.model)}
 
     def _tokens(self, frozen, frames):
         if self.tokenizer is None:

@@ -8,8 +8,9 @@ import numpy as np
 from genie_jax.errors import UserError
 from genie_jax.models.st_transformer import remat_policy
 from genie_jax.models.tokenizer import Tokenizer
+from genie_jax.runs import stage_meta
 from genie_jax.models.vq import restart_dead_codes_in_state
-from genie_jax.stages.base import Stage
+from genie_jax.stages.base import FrozenInput, Stage
 
 
 def build_model(cls, model_cfg):
@@ -31,6 +32,17 @@ def params_init(model):
         key = jax.random.PRNGKey(0)
         return model.init({"params": key, "vq": key, "dropout": key}, frames)["params"]
     return init
+
+
+def frozen_run(stage_name: str, section, model, image_config) -> FrozenInput:
+    """A finished run of `stage_name` named by config `section` (workdir + model: its shape
+    config, which the checkpoint's meta must match), params only; abstract shapes from `model`
+    on 2 frames of `image_config` (a model section with image_size and channels)."""
+    H, W = image_config.image_size
+    frames = jax.ShapeDtypeStruct((1, 2, H, W, image_config.channels), np.uint8)
+    return FrozenInput(f"{stage_name}.workdir", section.workdir,
+                       stage_meta(stage_name, {"model": section.model}), params_init(model),
+                       (frames,))
 
 
 def encode_tokens(tokenizer: Tokenizer, tok_params, frames_BTHWC) -> jax.Array:
