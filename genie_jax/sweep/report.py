@@ -4,6 +4,9 @@ Rows are variants: a grid point (and, with an eval-only axis, one of its evaluat
 of a variant are averaged. Metrics are named by their file and dotted key:
   eval.KEY      RUN/eval*/eval.json (e.g. eval.rollout.psnr, eval.controllability.delta_psnr)
   summary.KEY   RUN/summary.json (e.g. summary.eval.ce: the final held-out eval of training)
+  actions.KEY   RUN/action_map.json of `genie-jax actions fit` (e.g. actions.heldout.accuracy:
+                how often the map from the game's controls to latent actions is right on the
+                held-out split, beside actions.heldout.chance)
 For each metric: mean, sample standard deviation over seeds (blank with one seed) and the
 difference of the mean from the baseline variant's (default: every axis at its first value).
 Only finished runs (RUN/sweep_run.json) count; the report says how many there are.
@@ -33,6 +36,7 @@ DEFAULT_EVAL_METRICS = (
     "controllability.delta_psnr", "true_actions.psnr", "true_actions.delta_psnr",
     "tokenizer.psnr", "lam.code_usage", "action_nmi.nmi", "action_nmi.class_nmi",
     "action_probe.accuracy", "action_probe.chance")
+DEFAULT_ACTION_METRICS = ("heldout.accuracy", "heldout.chance", "heldout.balanced_accuracy")
 CURVE_SKIP = ("lr", "steps_per_s", "frames_per_s")
 
 
@@ -77,6 +81,9 @@ def collect(root: str) -> tuple[SweepSpec, list[dict]]:
         s = _read_json(os.path.join(w, "summary.json")) or {}
         s.pop("eval_history", None)  # per-eval lists: the curves show them
         summary = {f"summary.{k}": v for k, v in flatten(s).items()}
+        amap = _read_json(os.path.join(w, "action_map.json")) or {}
+        summary.update({f"actions.{k}": v for k, v in flatten(amap.get("info") or {}).items()
+                        if k.startswith(("heldout.", "fit."))})
         evals = done.get("evals") or {}
         for ename, e in (evals.items() if evals else [(None, None)]):
             metrics = dict(summary)
@@ -252,6 +259,7 @@ def write_report(root: str, metrics: list[str] | None = None, baseline: str | No
                             f"(available: {', '.join(available)})")
     else:
         metrics = [f"eval.{m}" for m in DEFAULT_EVAL_METRICS if f"eval.{m}" in available] + \
+                  [f"actions.{m}" for m in DEFAULT_ACTION_METRICS if f"actions.{m}" in available] + \
                   [m for m in available if m.startswith("summary.eval.")] + \
                   [m for m in ("summary.train_seconds",) if m in available]
     labels = list(dict.fromkeys(r["label"] for r in records))
