@@ -258,10 +258,11 @@ def write_report(root: str, metrics: list[str] | None = None, baseline: str | No
             raise UserError(f"metric(s) {', '.join(missing)} found in no finished run "
                             f"(available: {', '.join(available)})")
     else:
-        metrics = [f"eval.{m}" for m in DEFAULT_EVAL_METRICS if f"eval.{m}" in available] + \
-                  [f"actions.{m}" for m in DEFAULT_ACTION_METRICS if f"actions.{m}" in available] + \
-                  [m for m in available if m.startswith("summary.eval.")] + \
-                  [m for m in ("summary.train_seconds",) if m in available]
+        wanted = ([f"eval.{m}" for m in DEFAULT_EVAL_METRICS]
+                  + [f"actions.{m}" for m in DEFAULT_ACTION_METRICS]
+                  + [m for m in available if m.startswith("summary.eval.")]
+                  + ["summary.train_seconds"])
+        metrics = [m for m in wanted if m in available]
     labels = list(dict.fromkeys(r["label"] for r in records))
     base = baseline or baseline_label(spec)
     if baseline and baseline not in labels:
