@@ -181,7 +181,7 @@ def test_report_mean_std_and_difference_from_baseline(tmp_path):
     base, add = "model.action_mode=token", "model.action_mode=add"
     w = _fake_run(tmp_path, base, 0, 2.0, 20.0, [3.0, 2.0])
     (w / "action_map.json").write_text(json.dumps(  # `genie-jax actions fit`'s held-out figures
-        {"source": "fit", "info": {"heldout": {"accuracy": 0.6, "chance": 0.5}}}))
+        {"source": "fit", "info": {"heldout": {"accuracy": 0.6, "balanced_accuracy": 0.3}}}))
     _fake_run(tmp_path, base, 1, 4.0, 22.0, [5.0, 4.0])
     _fake_run(tmp_path, add, 0, 1.0, 25.0, [1.0, 1.0])
     (tmp_path / "runs" / f"{add}__seed=1").mkdir()  # unfinished: no sweep_run.json
@@ -189,10 +189,10 @@ def test_report_mean_std_and_difference_from_baseline(tmp_path):
     assert r["runs_done"] == 3 and r["runs_expected"] == 6 and r["baseline"] == base
     assert r["metrics"] == ["eval.rollout.psnr", "eval.rollout.psnr_per_step.t4",
                             "eval.rollout.psnr_per_step.t10", "eval.controllability.delta_psnr",
-                            "actions.heldout.accuracy", "actions.heldout.chance",
-                            "summary.eval.ce", "summary.train_seconds"]
-    assert r["rows"][0]["stats"]["actions.heldout.accuracy"] == {
-        "mean": 0.6, "std": None, "n": 1, "delta": 0.0}
+                            "actions.heldout.balanced_accuracy", "summary.eval.ce",
+                            "summary.train_seconds"]
+    assert r["rows"][0]["stats"]["actions.heldout.balanced_accuracy"] == {
+        "mean": 0.3, "std": None, "n": 1, "delta": 0.0}
     assert r["rows"][0]["stats"]["eval.rollout.psnr_per_step.t4"]["mean"] == 4.0
     rows = {row["label"]: row for row in r["rows"]}
     st = rows[base]["stats"]["eval.rollout.psnr"]

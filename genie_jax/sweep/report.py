@@ -30,13 +30,13 @@ from genie_jax.errors import UserError
 from genie_jax.sweep.execute import DONE, read_sweep_json
 from genie_jax.sweep.spec import SweepSpec, grid_points, join_name, slug
 
+# The default columns: what the Genie ablations compare (any other key: --metrics).
 DEFAULT_EVAL_METRICS = (
     "rollout.psnr", "rollout.psnr_per_step.t4", "rollout.psnr_per_step.t10",
-    "rollout.random_actions.psnr", "repeat_last_frame.psnr",
-    "controllability.delta_psnr", "true_actions.psnr", "true_actions.delta_psnr",
-    "tokenizer.psnr", "lam.code_usage", "action_nmi.nmi", "action_nmi.class_nmi",
-    "action_probe.accuracy", "action_probe.chance")
-DEFAULT_ACTION_METRICS = ("heldout.accuracy", "heldout.chance", "heldout.balanced_accuracy")
+    "repeat_last_frame.psnr", "controllability.delta_psnr", "true_actions.delta_psnr",
+    "tokenizer.psnr", "action_nmi.class_nmi", "action_probe.accuracy")
+DEFAULT_ACTION_METRICS = ("heldout.balanced_accuracy",)
+DEFAULT_SUMMARY_METRICS = ("eval.ce", "train_seconds")
 CURVE_SKIP = ("lr", "steps_per_s", "frames_per_s")
 
 
@@ -258,10 +258,13 @@ def write_report(root: str, metrics: list[str] | None = None, baseline: str | No
             raise UserError(f"metric(s) {', '.join(missing)} found in no finished run "
                             f"(available: {', '.join(available)})")
     else:
+        evaluated = any(m.startswith("eval.") for m in available)
         wanted = ([f"eval.{m}" for m in DEFAULT_EVAL_METRICS]
                   + [f"actions.{m}" for m in DEFAULT_ACTION_METRICS]
-                  + [m for m in available if m.startswith("summary.eval.")]
-                  + ["summary.train_seconds"])
+                  + ([f"summary.{m}" for m in DEFAULT_SUMMARY_METRICS] if evaluated else
+                     # no `genie-jax eval` (e.g. a tokenizer sweep): the trainer's own evals
+                     [m for m in available if m.startswith("summary.eval.")]
+                     + ["summary.train_seconds"]))
         metrics = [m for m in wanted if m in available]
     labels = list(dict.fromkeys(r["label"] for r in records))
     base = baseline or baseline_label(spec)
