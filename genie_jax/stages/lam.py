@@ -13,6 +13,7 @@ from genie_jax.models.lam import LatentActionModel, lam_loss
 from genie_jax.models.layers import to_unit_float
 from genie_jax.errors import UserError
 from genie_jax.stages.base import FrozenInput
+from genie_jax.stages.tokenizer import build_tokenizer
 from genie_jax.stages.video_vq import (VideoVQStage, build_model, check_lam_tokens, encode_tokens,
                                        frame_grid, frozen_run)
 
@@ -32,7 +33,6 @@ class LamStage(VideoVQStage):
             if "tokenizer" not in config:
                 raise UserError("lam model.input='tokens' needs a `tokenizer` config section "
                                 "(workdir: a finished tokenizer run, model: its shape config)")
-            from genie_jax.stages.tokenizer import build_tokenizer
             bad = check_lam_tokens(config.model, config.tokenizer.model, "model",
                                    "tokenizer.model")
             if bad:

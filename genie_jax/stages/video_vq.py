@@ -59,11 +59,12 @@ def check_lam_tokens(lam_cfg, tok_cfg, lam_key: str, tok_key: str) -> list[str]:
     image_size."""
     if lam_cfg.get("input", "pixels") != "tokens":
         return []
+    def value(cfg, key):  # image_size may be a list (a config read back from JSON)
+        return tuple(cfg[key]) if key == "image_size" else cfg[key]
     pairs = (("token_codes", "num_codes"), ("token_patch", "patch_size"),
              ("image_size", "image_size"))
     return [f"{lam_key}.{a}={lam_cfg[a]} but {tok_key}.{b}={tok_cfg[b]}" for a, b in pairs
-            if (tuple(lam_cfg[a]) if a == "image_size" else lam_cfg[a])
-            != (tuple(tok_cfg[b]) if b == "image_size" else tok_cfg[b])]
+            if value(lam_cfg, a) != value(tok_cfg, b)]
 
 
 def frame_grid(real_BTHWC: jax.Array, pred_BTHWC: jax.Array) -> jax.Array:
