@@ -16,7 +16,8 @@ Fixed shapes: the state holds a token buffer of `max_frames` frames [B, M, N], t
 the transitions between them [B, M-1], the number of valid frames `length` and the rng. Each step
 writes the action for transition (length-1 -> length), MaskGIT-decodes frame `length` (the
 dynamics is causal in time, so buffer slots after it do not matter), and decodes that frame with
-the tokenizer. When the buffer is full it slides by one frame first. So `step` compiles once
+the tokenizer (a per-frame tokenizer, `model.temporal='none'`, decodes that frame alone). When
+the buffer is full it slides by one frame first. So `step` compiles once
 (`trace_count` counts its traces) whatever the number of steps.
 
 Rolling cache (dynamics with `model.temporal_pos='rope'`, the default there): the temporal
@@ -138,9 +139,13 @@ class WorldModel:
 
     def _decode_frame(self, params, tokens_BMN, t):
         safe = jnp.minimum(tokens_BMN, self.dynamics.num_codes - 1)  # mask slots are never read
+        per_frame = getattr(self.tokenizer, "temporal", "causal") == "none"
+        if per_frame:  # a per-frame tokenizer decodes frame t alone (1/M of the buffer's cost)
+            safe = jax.lax.dynamic_slice_in_dim(safe, t, 1, axis=1)
         frames, _ = self.tokenizer.apply({"params": params["tokenizer"]}, safe,
                                          method=Tokenizer.decode, mutable=["vq_stats"])
-        return jnp.clip(jax.lax.dynamic_index_in_dim(frames, t, axis=1, keepdims=False), 0, 1)
+        return jnp.clip(jax.lax.dynamic_index_in_dim(frames, 0 if per_frame else t, axis=1,
+                                                     keepdims=False), 0, 1)
 
     def _infer_impl(self, params, frames_BTHWC):
         tokens = lam_input_tokens(self.lam, self.tokenizer, params["tokenizer"], frames_BTHWC)

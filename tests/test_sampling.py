@@ -161,3 +161,27 @@ def test_rolling_cache_is_seeded_and_can_be_turned_off(rope_dir):
 def test_rolling_cache_needs_rotary_positions(wm_dir):
     with pytest.raises(UserError, match="temporal_pos"):
         WorldModel.load(wm_dir, rolling_cache=True)
+
+
+def test_per_frame_tokenizer_decodes_the_new_frame_alone(tmp_path):
+    """A tokenizer with temporal='none' (frames coded alone): the sampler decodes only the frame
+    it made, and that is the frame a decode of the whole buffer gives."""
+    from genie_jax.models.tokenizer import Tokenizer
+    tok, lam, dyn = (str(tmp_path / n) for n in ("tok", "lam", "dyn"))
+    save_fake_run(tok, _cfg("tokenizer", "size=test,temporal=none"))
+    save_fake_run(lam, _cfg("lam"))
+    save_fake_run(dyn, _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam},tok_temporal=none"))
+    wm = WorldModel.load(dyn)
+    assert wm.tokenizer.temporal == "none"
+    state = wm.reset(jnp.asarray(frames_batch(2, 1, 16, seed=2)), seed=0)
+    for a in (1, 2):
+        frame, state = wm.step(state, a)
+    t = int(state["length"]) - 1
+    whole = wm.tokenizer.apply({"params": wm.params["tokenizer"]}, state["tokens"],
+                               method=Tokenizer.decode, mutable=["vq_stats"])[0]
+    np.testing.assert_allclose(frame, np.clip(whole[:, t], 0, 1), atol=1e-5)
+    # a dynamics config that calls that tokenizer causal is refused by its checkpoint meta
+    causal = str(tmp_path / "dyn_causal")
+    save_fake_run(causal, _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam}"))
+    with pytest.raises(UserError, match="temporal"):
+        WorldModel.load(causal)

@@ -240,6 +240,19 @@ def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
 
 
+# models/tokenizer.py: 'causal' (ST-ViViT, Genie's) or 'none' (every frame coded alone: a
+# still scene keeps its tokens, so the dynamics can copy what does not move)
+TOKENIZER_TEMPORAL = ("causal", "none")
+
+
+def tokenizer_model(s: dict, image_size, temporal: str = "causal") -> ml_collections.ConfigDict:
+    """The tokenizer's model section: video_vq_model and its `temporal` (TOKENIZER_TEMPORAL; the
+    `temporal` knob of tokenizer configs, `tok_temporal` of the stages that read a tokenizer)."""
+    m = video_vq_model(s, image_size)
+    m.temporal = pick(TOKENIZER_TEMPORAL, "temporal", temporal)
+    return m
+
+
 TEMPORAL_POS = ("learned", "rope")  # models/dynamics.py; rope: the sampler's rolling KV cache
 
 

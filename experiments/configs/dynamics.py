@@ -16,7 +16,8 @@ Knobs: size (test|tiny|cpu|coinrun, or 200m|1b|11b for TPU pods: base.py),
   temporal_pos (learned: absolute temporal position embeddings | rope: rotary ones, which let
   the sampler keep a rolling KV cache across buffer slides; a different model),
   lam_input (pixels | tokens: the LAM reads the tokenizer's codes, Genie's LAM-input ablation;
-  the LAM run must be one, lam.py:input=tokens; also --config.lam.model.input=tokens).
+  the LAM run must be one, lam.py:input=tokens; also --config.lam.model.input=tokens),
+  tok_temporal (causal | none: the tokenizer run's `temporal` knob, tokenizer.py).
 Data, schedule and the tokenizer and LAM shapes are those of tokenizer.py and lam.py of the same
 size (base.py). If those runs used other values, override their sections and the dynamics model
 follows by reference: --config.tokenizer.model.num_codes, .patch_size and .image_size set the
@@ -31,7 +32,7 @@ from experiments.configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
                            lam_mode="frozen", action_mode="token", temporal_pos="learned",
-                           lam_input="pixels")
+                           lam_input="pixels", tok_temporal="causal")
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
@@ -43,8 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.tokenizer = ml_collections.ConfigDict(dict(
         workdir=knobs.tokenizer,
-        model=base.video_vq_model(base.TOKENIZER[size],
-                                  image_size=base.square_of(c.data, "resolution"))))
+        model=base.tokenizer_model(base.TOKENIZER[size],
+                                   image_size=base.square_of(c.data, "resolution"),
+                                   temporal=knobs.tok_temporal)))
     tok = c.tokenizer.model
     c.lam = ml_collections.ConfigDict(dict(
         mode=knobs.lam_mode, workdir=knobs.lam,

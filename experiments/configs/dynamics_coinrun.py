@@ -8,6 +8,7 @@ the `make quickstart` stage; default, ~20; quality, ~40, the dynamics stage of t
 train steps: base.COINRUN_BUDGET), tokenizer and lam (run folders), lam_mode (frozen|cotrain|
 true_actions: the 15 recorded procgen actions condition the dynamics, no LAM),
 lam_input (pixels|tokens: a token-input LAM, lam_coinrun.py:input=tokens),
+tok_temporal (causal|none: the tokenizer run's `temporal` knob, tokenizer_coinrun.py),
 action_mode (add|token; add by default here: at the quick budget the action added to every patch
 is used (held-out delta-PSNR 1.6 dB on val) where the action token is not yet (0.6), see
 experiments/RESULTS.md) and temporal_pos (learned|rope), as dynamics.py. The shapes are the
@@ -26,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default",
                            tokenizer="runs/tok_coinrun", lam="runs/lam_coinrun",
                            lam_mode="frozen", action_mode="add", temporal_pos="learned",
-                           lam_input="pixels")
+                           lam_input="pixels", tok_temporal="causal")
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     c = base.get_base("tiny")  # the tokenizer's frames (4-frame windows) and optimizer
@@ -39,8 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.tokenizer = ml_collections.ConfigDict(dict(
         workdir=knobs.tokenizer,
-        model=base.video_vq_model(base.TOKENIZER["cpu"],
-                                  image_size=base.square_of(c.data, "resolution"))))
+        model=base.tokenizer_model(base.TOKENIZER["cpu"],
+                                   image_size=base.square_of(c.data, "resolution"),
+                                   temporal=knobs.tok_temporal)))
     tok = c.tokenizer.model
     c.lam = ml_collections.ConfigDict(dict(
         mode=knobs.lam_mode, workdir=knobs.lam,

@@ -13,7 +13,8 @@ base.py), and a bigger batch:
 model.image_size follows data.resolution.
 Knobs: size; input (pixels | tokens: the encoder reads the codes of a finished tokenizer run of
 the same size, Genie's LAM-input ablation) and tokenizer (that run's folder, default runs/tok;
-also --config.model.input=tokens and --config.tokenizer.workdir=DIR).
+also --config.model.input=tokens and --config.tokenizer.workdir=DIR); tok_temporal (that
+run's `temporal` knob, tokenizer.py).
 """
 import ml_collections
 
@@ -21,7 +22,8 @@ from experiments.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = base.parse_arg(arg, size="tiny", input="pixels", tokenizer="runs/tok")
+    knobs = base.parse_arg(arg, size="tiny", input="pixels", tokenizer="runs/tok",
+                           tok_temporal="causal")
     c = base.get_base(knobs.size, "lam")
     c.stage = "lam"
     c.model = base.video_vq_model(base.LAM[knobs.size],
@@ -29,8 +31,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the tokenizer a token-input LAM reads (unused by a pixel LAM)
     c.tokenizer = ml_collections.ConfigDict(dict(
         workdir=knobs.tokenizer,
-        model=base.video_vq_model(base.TOKENIZER[knobs.size],
-                                  image_size=c.model.get_oneway_ref("image_size"))))
+        model=base.tokenizer_model(base.TOKENIZER[knobs.size],
+                                   image_size=c.model.get_oneway_ref("image_size"),
+                                   temporal=knobs.tok_temporal)))
     base.set_lam_input(c.model, c.tokenizer.model, knobs.input)
     c.loss = ml_collections.ConfigDict(dict(
         vq_weight=1.0, restart_dead_after=base.SCHEDULE[knobs.size]["restart_dead_after"]))

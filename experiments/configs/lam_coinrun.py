@@ -9,6 +9,7 @@ Knobs:
           (train steps: base.COINRUN_BUDGET)
   input   pixels | tokens: the encoder reads the codes of the CoinRun tokenizer run named by
           the `tokenizer` knob (default runs/tok_coinrun), Genie's LAM-input ablation
+  tok_temporal  that tokenizer run's `temporal` knob (causal | none)
 The model is the tiny LAM (width 128, 2+2 layers, 6 codes) with patch 8 (base.LAM["cpu"]): an
 8x8 patch grid is enough to see what moved, and keeps the pixel decoder cheap.
 """
@@ -19,7 +20,7 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default", input="pixels",
-                           tokenizer="runs/tok_coinrun")
+                           tokenizer="runs/tok_coinrun", tok_temporal="causal")
     c = base.get_base("tiny")
     c.stage = "lam"
     base.use_coinrun_data(c, knobs.dir)
@@ -28,8 +29,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the tokenizer a token-input LAM reads (unused by a pixel LAM)
     c.tokenizer = ml_collections.ConfigDict(dict(
         workdir=knobs.tokenizer,
-        model=base.video_vq_model(base.TOKENIZER["cpu"],
-                                  image_size=c.model.get_oneway_ref("image_size"))))
+        model=base.tokenizer_model(base.TOKENIZER["cpu"],
+                                   image_size=c.model.get_oneway_ref("image_size"),
+                                   temporal=knobs.tok_temporal)))
     base.set_lam_input(c.model, c.tokenizer.model, knobs.input)
     c.loss = ml_collections.ConfigDict(dict(
         vq_weight=1.0, restart_dead_after=base.SCHEDULE["tiny"]["restart_dead_after"]))

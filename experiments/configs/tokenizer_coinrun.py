@@ -11,6 +11,8 @@ Knobs:
   budget  (size=cpu) smoke: seconds (tests); quick: ~8 CPU minutes, the `make quickstart`
           stage; default: ~20 minutes; quality: ~55 minutes, the first stage of the CoinRun
           quality run (train steps: base.COINRUN_BUDGET)
+  temporal  causal (ST-ViViT) | none: every frame coded alone (models/tokenizer.py); the
+          stages that read it say so with their `tok_temporal` knob
 """
 import ml_collections
 
@@ -18,15 +20,16 @@ from experiments.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = base.parse_arg(arg, size="cpu", dir="data/coinrun", budget="default")
+    knobs = base.parse_arg(arg, size="cpu", dir="data/coinrun", budget="default", temporal="causal")
     size = base.pick(("cpu", "coinrun"), "size", knobs.size)
     base.pick(base.BUDGETS, "budget", knobs.budget)
     schedule_size = "tiny" if size == "cpu" else "coinrun"
     c = base.get_base(schedule_size)
     c.stage = "tokenizer"
     base.use_coinrun_data(c, knobs.dir)
-    c.model = base.video_vq_model(base.TOKENIZER[size],
-                                  image_size=base.square_of(c.data, "resolution"))
+    c.model = base.tokenizer_model(base.TOKENIZER[size],
+                                   image_size=base.square_of(c.data, "resolution"),
+                                   temporal=knobs.temporal)
     c.loss = ml_collections.ConfigDict(dict(
         vq_weight=1.0, restart_dead_after=base.SCHEDULE[schedule_size]["restart_dead_after"]))
     if size == "cpu":

@@ -155,6 +155,7 @@ class STBlock(nn.Module):
     param_dtype: Dtype = jnp.float32
     attention_impl: str | None = None
     temporal_rope: bool = False
+    temporal: bool = True  # False: no temporal attention (a per-frame model, e.g. the tokenizer)
 
     @nn.compact
     def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None,
@@ -167,12 +168,13 @@ class STBlock(nn.Module):
         h = Attention(causal=False, name="space_attn", **kw)(h, deterministic)
         x_BTND = nn.with_logical_constraint(x_BTND + h.reshape(B, T, N, D), ACT_BTND)
         # Temporal: each patch position attends to itself in the current and earlier frames only.
-        h = layer_norm("ln_time", self.dtype, self.param_dtype)(x_BTND)
-        h = h.transpose(0, 2, 1, 3).reshape(B * N, T, D)
-        h = Attention(causal=True, rope=self.temporal_rope, name="time_attn", **kw)(
-            h, deterministic, kv_slot, fill_kv_cache, temporal_window)
-        x_BTND = nn.with_logical_constraint(
-            x_BTND + h.reshape(B, N, T, D).transpose(0, 2, 1, 3), ACT_BTND)
+        if self.temporal:
+            h = layer_norm("ln_time", self.dtype, self.param_dtype)(x_BTND)
+            h = h.transpose(0, 2, 1, 3).reshape(B * N, T, D)
+            h = Attention(causal=True, rope=self.temporal_rope, name="time_attn", **kw)(
+                h, deterministic, kv_slot, fill_kv_cache, temporal_window)
+            x_BTND = nn.with_logical_constraint(
+                x_BTND + h.reshape(B, N, T, D).transpose(0, 2, 1, 3), ACT_BTND)
         h = layer_norm("ln_mlp", self.dtype, self.param_dtype)(x_BTND)
         h = Mlp(mlp_ratio=self.mlp_ratio, dropout=self.dropout, dtype=self.dtype,
                 param_dtype=self.param_dtype, name="mlp")(
@@ -236,6 +238,7 @@ class STTransformer(nn.Module):
     attention_impl: str | None = None
     temporal_rope: bool = False  # rotary temporal positions (module docstring)
     scan_layers: bool = False
+    temporal: bool = True  # False: blocks without temporal attention (frames independent)
 
     @nn.compact
     def __call__(self, x_BTND: jax.Array, deterministic: bool = True, kv_slot=None,
@@ -246,7 +249,8 @@ class STTransformer(nn.Module):
         policy = "none" if cached else remat_policy(self.remat)
         kw = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
                   dtype=self.dtype, param_dtype=self.param_dtype,
-                  attention_impl=self.attention_impl, temporal_rope=self.temporal_rope)
+                  attention_impl=self.attention_impl, temporal_rope=self.temporal_rope,
+                  temporal=self.temporal)
         x_BTND = nn.with_logical_constraint(x_BTND.astype(self.dtype), ACT_BTND)
         if self.scan_layers:
             if cached:

@@ -3,6 +3,13 @@
 Both encoder and decoder are causal in time, so the tokens of frame t depend only on frames
 <= t and a frame can be decoded as soon as its tokens exist (what interactive sampling needs).
 Pixels are handled as float in [0, 1]; uint8 input is converted.
+
+`temporal='none'` drops the temporal attention: every frame is encoded and decoded alone (a
+spatial ViT VQ-VAE, Genie's "ViT" tokenizer ablation). Then a frame's tokens are the same in any
+window, so a still scene keeps its tokens and copying the last frame's tokens is copying the
+frame; with causal temporal attention the tokens of frame t also code what changed since the
+earlier frames, and about half of them change between two nearly identical frames
+(experiments/RESULTS.md, "Why the world loses to a still image").
 """
 from __future__ import annotations
 
@@ -60,17 +67,25 @@ class VideoVQModel(TransformerFields):
             raise ValueError(f"frames must be uint8 or float in [0, 1]; got {frames_BTHWC.dtype}")
 
 
+TEMPORAL = ("causal", "none")
+
+
 class Tokenizer(VideoVQModel):
+    temporal: str = "causal"  # TEMPORAL: causal temporal attention, or frames coded alone
+
     def setup(self):
         dt, pdt = self.setup_common()
+        if self.temporal not in TEMPORAL:
+            raise ValueError(f"model.temporal must be one of {TEMPORAL}; got {self.temporal!r}")
+        per_frame = self.temporal == "none"
         self.embed_in = dense(self.width, "patch_in", "embed", dt, pdt, "embed_in")
         self.pos_enc = PositionalEmbedding(self.max_frames, pdt)
-        self.encoder = self.st_transformer(self.depth)
+        self.encoder = self.st_transformer(self.depth, temporal=not per_frame)
         self.to_latent = dense(self.code_dim, "embed", "latent", dt, pdt, "to_latent")
         self.vq = self.make_quantizer(pdt)
         self.from_latent = dense(self.width, "latent", "embed", dt, pdt, "from_latent")
         self.pos_dec = PositionalEmbedding(self.max_frames, pdt)
-        self.decoder = self.st_transformer(self.decoder_depth)
+        self.decoder = self.st_transformer(self.decoder_depth, temporal=not per_frame)
         self.to_pixels = dense(self.patch_size ** 2 * self.channels, "embed", "patch_in",
                                 dt, pdt, "to_pixels")
 
@@ -78,13 +93,22 @@ class Tokenizer(VideoVQModel):
         """Frames -> (quantised latents [B,T,N,L], tokens [B,T,N], vq aux)."""
         self.check_frames(frames_BTHWC)
         x = patchify(to_unit_float(frames_BTHWC) * 2.0 - 1.0, self.patch_size)
-        x = self.pos_enc(self.embed_in(x))
-        x = self.encoder(x, deterministic=not train)
+        x = self._per_frame(lambda y: self.encoder(self.pos_enc(self.embed_in(y)),
+                                                   deterministic=not train), x)
         return self.vq(self.to_latent(x), train=train)
 
+    def _per_frame(self, fn, x_BTN_):
+        """fn over [B, T, N, ...]; with temporal='none', over every frame alone (as [B*T, 1, N,
+        ...]: each frame takes the first temporal position, so any window length works)."""
+        if self.temporal != "none":
+            return fn(x_BTN_)
+        B, T = x_BTN_.shape[:2]
+        y = fn(x_BTN_.reshape(B * T, 1, *x_BTN_.shape[2:]))
+        return y.reshape(B, T, *y.shape[2:])
+
     def decode_latents(self, q_BTNL: jax.Array, train: bool = False) -> jax.Array:
-        x = self.pos_dec(self.from_latent(q_BTNL))
-        x = self.decoder(x, deterministic=not train)
+        x = self._per_frame(lambda y: self.decoder(self.pos_dec(self.from_latent(y)),
+                                                   deterministic=not train), q_BTNL)
         patches = self.to_pixels(x).astype(jnp.float32)
         return unpatchify(patches, self.patch_size, *self.image_size)
 

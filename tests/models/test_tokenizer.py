@@ -57,3 +57,25 @@ def test_bad_frames_get_clear_errors():
         model.apply(v, jnp.zeros((1, 2, 16, 16, 3), jnp.int32))
     with pytest.raises(ValueError, match=r"max_frames"):
         model.apply(v, jnp.zeros((1, 7, 16, 16, 3), jnp.uint8))
+
+
+def test_per_frame_tokenizer_codes_every_frame_alone():
+    """temporal='none': no temporal attention; a frame has the same tokens and reconstruction
+    in any window, of any length (even past max_frames: every frame is its own window)."""
+    model = Tokenizer(image_size=(16, 16), patch_size=4, width=32, depth=1, decoder_depth=1,
+                      num_heads=2, num_codes=32, code_dim=8, max_frames=2, temporal="none")
+    frames = jax.random.randint(jax.random.PRNGKey(3), (2, 5, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    v = _vars(model, frames)
+    assert not any("time" in k for k in v["params"]["encoder"]["block0"])
+    apply = jitted_apply(model)
+    recon, tokens, _ = apply(v, frames)
+    recon1, tokens1, _ = apply(v, frames[:, 3:4])
+    np.testing.assert_array_equal(tokens1[:, 0], tokens[:, 3])
+    np.testing.assert_allclose(recon1[:, 0], recon[:, 3], atol=1e-5)
+    # a later frame changes nothing of an earlier one, and an earlier one nothing of a later one
+    _, tokens2, _ = apply(v, frames.at[:, :3].set(255 - frames[:, :3]))
+    np.testing.assert_array_equal(tokens2[:, 3:], tokens[:, 3:])
+    with pytest.raises(ValueError, match=r"model.temporal"):
+        bad = Tokenizer(image_size=(16, 16), patch_size=4, width=32, depth=1, decoder_depth=1,
+                        num_heads=2, num_codes=32, code_dim=8, temporal="acausal")
+        bad.init(jax.random.PRNGKey(0), frames[:, :1])
