@@ -24,6 +24,11 @@ On these clips:
                 main rollout). Its delta-PSNR against random actions is the control a player
                 feels.
   repeat_last_frame  the trivial baseline: PSNR of repeating the last prompt frame, per step
+  repeat_last_tokens the same in the world's own terms: the prompt's last tokens again, decoded
+                as the sampler decodes (WorldModel.copy_step). A dynamics below it does worse
+                than copying its input; between it and repeat_last_frame lies what the
+                tokenizer loses on a still scene (a causal tokenizer codes change, so its
+                tokens of a still frame are not the previous frame's)
   action_effect which model ignores the action when delta-PSNR is near 0 (genie_jax/
                 action_effect.py): the LAM's distinct code vectors and its decoder's next-frame
                 PSNR with its own codes against random ones; the dynamics' next-frame
@@ -317,7 +322,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     tok_psnr, tok_ssim, tok_counts = [], [], np.zeros(tok.num_codes)
     latent = np.zeros((C, clip_len - 1), np.int64)
     roll = {f"{m}_{tag}": np.full((C, S), np.nan) for m in ("psnr", "ssim")
-            for tag in ("inf", "true", "rand", "repeat")}
+            for tag in ("inf", "true", "rand", "repeat", "repeat_tokens")}
     G = min(s.grid_clips, C)
     shown = {"inf": [], "true": [], "rand": []}
     for b0 in range(0, C, B):
@@ -357,6 +362,13 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
         p, q = metric_fn(still, real)
         roll["psnr_repeat"][b0:b0 + n] = np.asarray(p)[:n]
         roll["ssim_repeat"][b0:b0 + n] = np.asarray(q)[:n]
+        state, copies = wm.reset(prompt, pa, seed=seed), []
+        for _ in range(S):
+            frame, state = wm.copy_step(state)
+            copies.append(frame)
+        p, q = metric_fn(jnp.stack(copies, axis=1), real)
+        roll["psnr_repeat_tokens"][b0:b0 + n] = np.asarray(p)[:n]
+        roll["ssim_repeat_tokens"][b0:b0 + n] = np.asarray(q)[:n]
     lam_counts = np.bincount(latent.reshape(-1), minlength=A)[:A]
 
     main_psnr, main_ssim = roll[f"psnr_{main_tag}"], roll[f"ssim_{main_tag}"]
@@ -414,6 +426,9 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
         "repeat_last_frame": {"psnr": float(np.mean(roll["psnr_repeat"])),
                               "ssim": float(np.mean(roll["ssim_repeat"])),
                               "psnr_per_step": per_step_mean(roll["psnr_repeat"])},
+        "repeat_last_tokens": {"psnr": float(np.mean(roll["psnr_repeat_tokens"])),
+                               "ssim": float(np.mean(roll["ssim_repeat_tokens"])),
+                               "psnr_per_step": per_step_mean(roll["psnr_repeat_tokens"])},
         "controllability": {"t": s.delta_t, "delta_psnr": value_at_step(dpsnr, s.delta_t),
                             "delta_psnr_per_step": dpsnr},
         "true_actions": true_section,
@@ -431,6 +446,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                  "generated_random": np.concatenate(shown["rand"])[:G],
                  "prompt_frames": K, "psnr_inferred": psnr_inf, "psnr_random": psnr_rand,
                  "psnr_repeat": results["repeat_last_frame"]["psnr_per_step"],
+                 "psnr_repeat_tokens": results["repeat_last_tokens"]["psnr_per_step"],
                  "psnr_true": true_section["psnr_per_step"] if true_section else None,
                  "main_actions": "LAM-inferred actions" if has_lam else "true actions"}
     return results, artifacts
@@ -459,6 +475,8 @@ def write_outputs(out_dir: str, results: dict, artifacts: dict) -> dict[str, str
     series["random actions"] = artifacts["psnr_random"]
     if artifacts.get("psnr_repeat") is not None:
         series["repeat last prompt frame"] = artifacts["psnr_repeat"]
+    if artifacts.get("psnr_repeat_tokens") is not None:
+        series["repeat its tokens"] = artifacts["psnr_repeat_tokens"]
     paths["plot"] = media.write_png(os.path.join(out_dir, "psnr_per_step.png"), media.line_plot(
         series,
         title=f"rollout PSNR vs ground truth ({results['settings']['clips']} clips)",

@@ -94,6 +94,7 @@ class WorldModel:
         self._step = jax.jit(self._step_impl)
         self._reset = jax.jit(self._reset_impl)
         self._infer = jax.jit(self._infer_impl)
+        self._copy_step = jax.jit(self._copy_step_impl)
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
@@ -168,8 +169,9 @@ class WorldModel:
                                        cache["kv_cache"])
         return state
 
-    def _step_impl(self, params, state, action_B):
-        self.trace_count += 1  # Python side effect: runs once per trace (compile)
+    def _slide_in(self, state, action_B):
+        """The buffer made ready for the next frame: slid by one frame when full, the action of
+        transition t-1 -> t written, frame t masked. -> (tokens, actions, t, full)."""
         M, mask_id = self.max_frames, self.dynamics.mask_id
         tokens, actions, length = state["tokens"], state["actions"], state["length"]
         full = length >= M
@@ -180,6 +182,19 @@ class WorldModel:
             actions, action_B.astype(jnp.int32)[:, None], (0, t - 1))  # transition t-1 -> t
         tokens = jax.lax.dynamic_update_slice(
             tokens, jnp.full((tokens.shape[0], 1, self.N), mask_id, jnp.int32), (0, t, 0))
+        return tokens, actions, t, full
+
+    def _copy_step_impl(self, params, state):
+        tokens, actions, t, _ = self._slide_in(state, jnp.zeros(state["tokens"].shape[:1],
+                                                                jnp.int32))
+        last_BN = jax.lax.dynamic_index_in_dim(tokens, t - 1, axis=1, keepdims=False)
+        tokens = jax.lax.dynamic_update_slice(tokens, last_BN[:, None], (0, t, 0))
+        frame = self._decode_frame(params, tokens, t)
+        return frame, {**state, "tokens": tokens, "actions": actions, "length": t + 1}
+
+    def _step_impl(self, params, state, action_B):
+        self.trace_count += 1  # Python side effect: runs once per trace (compile)
+        tokens, actions, t, full = self._slide_in(state, action_B)
         rng, r_step = jax.random.split(state["rng"])
         B = tokens.shape[0]
         # Frames < t are fixed during the MaskGIT steps: one context pass caches their temporal
@@ -195,7 +210,7 @@ class WorldModel:
         else:  # reference path: the whole buffer at every MaskGIT step
             logits_fn = lambda f: self._full_logits(params, tokens, f, actions, t)  # noqa: E731
         frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
-                                        mask_id=mask_id, steps=self.steps,
+                                        mask_id=self.dynamics.mask_id, steps=self.steps,
                                         temperature=self.temperature, schedule=self.schedule,
                                         order=self.order)
         tokens = jax.lax.dynamic_update_slice(tokens, frame_BN[:, None], (0, t, 0))
@@ -241,6 +256,12 @@ class WorldModel:
         B = state["tokens"].shape[0]
         action_B = jnp.broadcast_to(jnp.asarray(action, jnp.int32), (B,))
         return self._step(self.params, state, action_B)
+
+    def copy_step(self, state: dict) -> tuple[jax.Array, dict]:
+        """The trivial world: the last frame's tokens again, decoded as `step` decodes (the
+        baseline a dynamics must beat: `genie-jax eval`'s repeat_last_tokens). The state it
+        returns serves further copy steps only (a rolling cache is not advanced)."""
+        return self._copy_step(self.params, state)
 
     def infer_actions(self, frames_BTHWC) -> jax.Array:
         """Latent action codes [B, T-1] of a real clip, from the LAM."""

@@ -83,6 +83,9 @@ def test_eval_reports_true_action_rollouts_probe_and_repeat_baseline(runs):
     want = _repeat_psnr(r["settings"], frames, 1)
     assert r["repeat_last_frame"]["psnr_per_step"] == pytest.approx(
         list(want.mean(0)), rel=1e-4)
+    rt = r["repeat_last_tokens"]  # its frames: tests/test_sampling.py (copy_step)
+    assert len(rt["psnr_per_step"]) == 5 and np.isfinite(rt["psnr_per_step"]).all()
+    assert rt["psnr"] == pytest.approx(np.mean(rt["psnr_per_step"]), rel=1e-6)
     # the clips the map could drive: every rollout action's control has a latent (DOWN has none)
     drivable = np.all(actions[:, :5] != 4, axis=1)
     assert t["clips"] == int(drivable.sum())

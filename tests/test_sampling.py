@@ -185,3 +185,23 @@ def test_per_frame_tokenizer_decodes_the_new_frame_alone(tmp_path):
     save_fake_run(causal, _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam}"))
     with pytest.raises(UserError, match="temporal"):
         WorldModel.load(causal)
+
+
+def test_copy_step_repeats_the_last_tokens_through_slides(wm_dir):
+    """copy_step: the last frame's tokens again, in the sampler's sliding buffer. From a 1-frame
+    prompt the buffer holds the prompt's tokens M times over, so (the decoder being causal) step
+    s shows slot min(s, M-1) of that buffer decoded."""
+    from genie_jax.models.tokenizer import Tokenizer
+    from genie_jax.stages.dynamics import encode_tokens
+    wm = WorldModel.load(wm_dir)
+    M = wm.max_frames
+    prompt = jnp.asarray(frames_batch(2, 1, 16, seed=4))
+    z0 = encode_tokens(wm.tokenizer, wm.params["tokenizer"], prompt)[:, 0]
+    still = wm.tokenizer.apply({"params": wm.params["tokenizer"]},
+                               jnp.repeat(z0[:, None], M, axis=1), method=Tokenizer.decode,
+                               mutable=["vq_stats"])[0]
+    state = wm.reset(prompt, seed=0)
+    for s in range(1, M + 2):
+        frame, state = wm.copy_step(state)
+        np.testing.assert_allclose(frame, np.clip(still[:, min(s, M - 1)], 0, 1), atol=1e-5)
+    np.testing.assert_array_equal(state["tokens"], np.repeat(np.asarray(z0)[:, None], M, axis=1))
