@@ -42,6 +42,13 @@ def distinct_codes(codebook_VL, used_V, same: float = SAME_DIRECTION) -> int:
     return len({row.tobytes() for row in linked})
 
 
+def code_vectors(lam: LatentActionModel, lam_params) -> jax.Array:
+    """The LAM's quantised vector of every code [V, L], from its quantiser (a VQ's normalised
+    codebook, or an FSQ's grid points)."""
+    return lam.apply({"params": lam_params}, jnp.arange(lam.num_codes),
+                     method=lambda m, c: m.vq.lookup(c)).astype(jnp.float32)
+
+
 def _lam_effect_fn(lam: LatentActionModel, tokenizer):
     @jax.jit
     def fn(lam_params, tok_params, frames_BTHWC, key):
@@ -49,7 +56,7 @@ def _lam_effect_fn(lam: LatentActionModel, tokenizer):
         tokens = lam_input_tokens(lam, tokenizer, tok_params, frames_BTHWC)
         (q_BAL, codes_BA, _), _ = lam.apply(variables, frames_BTHWC, tokens_BTN=tokens,
                                             method=LatentActionModel.encode, mutable=["vq_stats"])
-        codebook_VL = l2_normalize(lam_params["vq"]["codebook"].astype(jnp.float32))
+        codebook_VL = code_vectors(lam, lam_params)
         rand_BA = jax.random.randint(key, codes_BA.shape, 0, codebook_VL.shape[0])
         target = to_unit_float(frames_BTHWC[:, 1:])
         out = []
@@ -102,7 +109,7 @@ def action_effects(wm, frames_CTHWC: np.ndarray, window: int, batch: int = 8,
 
     def wmean(pairs):
         return float(sum(v * n for v, n in pairs) / sum(n for _, n in pairs))
-    codebook = wm.params["lam"]["vq"]["codebook"]
+    codebook = np.asarray(code_vectors(wm.lam, wm.params["lam"]))
     used_V = np.bincount(np.concatenate(used), minlength=codebook.shape[0]) > 0
     own_db, rand_db = float(np.mean(np.concatenate(own))), float(np.mean(np.concatenate(rand)))
     ce = {"inferred": wmean(ce_inf), "random": wmean(ce_rand)}

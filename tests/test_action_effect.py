@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from genie_jax.action_effect import action_effects, distinct_codes
+from genie_jax.action_effect import action_effects, code_vectors, distinct_codes
 from genie_jax.evaluation import load_clips, open_heldout, select_clips
 from genie_jax.sampling import WorldModel
 from tests.stages.helpers import save_fake_run, save_fake_tok_lam, test_config as stage_config
@@ -66,3 +66,24 @@ def test_a_world_that_hears_actions_scores_nonzero_and_is_seeded(world):
     ce = fx["dynamics"]["next_frame_ce"]
     assert fx["dynamics"]["ce_gain"] == pytest.approx(ce["random"] - ce["inferred"])
     assert action_effects(loud, frames, window=4, batch=2) == fx
+
+
+def test_an_fsq_lam_has_code_vectors_too(tmp_path):
+    """A LAM with model.quantizer='fsq' has no codebook: its codes' vectors are its grid."""
+    root = tmp_path
+    tok, lam, dyn = (str(root / n) for n in ("tok", "lam", "dyn"))
+    save_fake_run(tok, stage_config("tokenizer"))
+    lam_cfg = stage_config("lam")
+    lam_cfg.model.quantizer, lam_cfg.model.fsq_levels, lam_cfg.model.code_dim = "fsq", (3, 2), 2
+    save_fake_run(lam, lam_cfg)
+    cfg = stage_config("dynamics", f"size=test,tokenizer={tok},lam={lam}")
+    cfg.lam.model.quantizer, cfg.lam.model.fsq_levels, cfg.lam.model.code_dim = "fsq", (3, 2), 2
+    save_fake_run(dyn, cfg)
+    wm = WorldModel.load(dyn)
+    vectors = np.asarray(code_vectors(wm.lam, wm.params["lam"]))
+    assert vectors.shape == (6, 2) and len({tuple(v) for v in vectors}) == 6
+    src = open_heldout(wm.config, "test")
+    eps, starts, _ = select_clips(src.episode_lengths(), 2, 4, 0)
+    frames, _ = load_clips(src, eps, starts, 4)
+    fx = action_effects(wm, frames, window=4, batch=2)
+    assert 1 <= fx["lam"]["distinct_codes"] <= fx["lam"]["codes_used"] <= 6

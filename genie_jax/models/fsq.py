@@ -45,7 +45,9 @@ class FiniteScalarQuantizer(nn.Module):
     def _bound(self, z_XD: jax.Array) -> jax.Array:
         """Squash each channel into (-hw - 0.5, L - 1 - hw + 0.5)-ish so rounding gives L values."""
         L, hw, _ = self._constants()
-        half = (L - 1) / 2
+        # A hair over (L-1)/2: for an even L the shift below is arctanh(offset/half), infinite
+        # at L=2 without it (every value would round to one level).
+        half = (L - 1) * (1 + 1e-3) / 2
         offset = np.where(L % 2 == 0, 0.5, 0.0).astype(np.float32)
         shift = np.arctanh(offset / half).astype(np.float32)
         return jnp.tanh(z_XD + shift) * half - offset

@@ -13,21 +13,22 @@ from genie_jax.models.tokenizer import Tokenizer
 LEVELS = (8, 5, 3)
 
 
-def test_every_code_is_reachable_and_lookup_inverts_the_quantiser():
-    fsq = FiniteScalarQuantizer(LEVELS)
+@pytest.mark.parametrize("levels", [LEVELS, (2, 3, 4)])
+def test_every_code_is_reachable_and_lookup_inverts_the_quantiser(levels):
+    fsq = FiniteScalarQuantizer(levels)
     # A dense grid of pre-activations covers every level of every channel.
     axis = np.linspace(-4, 4, 81, dtype=np.float32)
     z = jnp.asarray(list(itertools.product(axis, axis, axis)))
     q, codes, aux = fsq.apply({}, z)
-    assert int(codes.min()) == 0 and int(codes.max()) == np.prod(LEVELS) - 1
-    assert len(np.unique(np.asarray(codes))) == np.prod(LEVELS)
+    assert int(codes.min()) == 0 and int(codes.max()) == np.prod(levels) - 1
+    assert len(np.unique(np.asarray(codes))) == np.prod(levels)
     np.testing.assert_allclose(fsq.apply({}, codes, method=FiniteScalarQuantizer.lookup),
                                q, atol=1e-6)
     assert float(jnp.abs(q).max()) <= 1.0
-    # channel i takes exactly LEVELS[i] distinct values
-    for i, n in enumerate(LEVELS):
+    # channel i takes exactly levels[i] distinct values
+    for i, n in enumerate(levels):
         assert len(np.unique(np.asarray(q[:, i]).round(5))) == n
-    assert float(aux["vq_loss"]) == 0.0 and aux["counts"].shape == (np.prod(LEVELS),)
+    assert float(aux["vq_loss"]) == 0.0 and aux["counts"].shape == (np.prod(levels),)
 
 
 def test_straight_through_gradient():
