@@ -13,7 +13,8 @@ def random_frozen(abstract):
         for k, a in zip(keys, leaves)])
 
 
-def bench_config(size: str, resolution: int, temporal_pos: str = "learned"):
+def bench_config(size: str, resolution: int, temporal_pos: str = "learned",
+                 tok_temporal: str = "causal"):
     if size == "cpu":  # the CPU CoinRun config that `make quickstart` trains
         from experiments.configs.dynamics_coinrun import get_config
         cfg = get_config()
@@ -32,6 +33,8 @@ def bench_config(size: str, resolution: int, temporal_pos: str = "learned"):
         m.image_size = (resolution, resolution)
     if temporal_pos != "learned":
         cfg.model.temporal_pos = temporal_pos
+    if tok_temporal != "causal":  # a per-frame tokenizer (models/tokenizer.py)
+        cfg.tokenizer.model.temporal = tok_temporal
     return cfg
 
 

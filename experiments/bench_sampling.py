@@ -55,6 +55,9 @@ _COMPARE = flags.DEFINE_list("compare", [], "other checkouts to time beside --co
 _POS = flags.DEFINE_list("temporal_pos", ["learned"], "dynamics temporal positions to time with "
                          "--code (one row each): learned (absolute; the old code's only kind) "
                          "and/or rope (rotary: the sampler keeps a rolling KV cache)")
+_TOK = flags.DEFINE_list("tok_temporal", ["causal"], "tokenizers to time with --code (one row "
+                         "each): causal (ST-ViViT; the old code's only kind) and/or none (every "
+                         "frame coded alone: the step decodes the new frame only)")
 _WM_KW = flags.DEFINE_list("wm_kw", [], "extra WorldModel options for --code only, k=v "
                            "(v parsed as JSON, else a string)")
 
@@ -120,10 +123,10 @@ def fit_to_timed_code(cfg) -> list[str]:
 
 
 def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps: int,
-               wm_kw: dict, temporal_pos: str = "learned") -> dict:
+               wm_kw: dict, temporal_pos: str = "learned", tok_temporal: str = "causal") -> dict:
     import jax
     import numpy as np
-    cfg = bench_config(size, _RES.value, temporal_pos)
+    cfg = bench_config(size, _RES.value, temporal_pos, tok_temporal)
     dropped = fit_to_timed_code(cfg)
     if dropped:
         print(f"options the timed code ({_CODE.value}) does not have, dropped: {dropped}",
@@ -174,7 +177,7 @@ def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps
     return {
         "size": size, "code": _CODE.value, "options_dropped_for_the_code": dropped,
         "wm_kw": wm_kw, "kv_cache": kv_cache,
-        "temporal_pos": temporal_pos, "rolling_cache": bool(getattr(wm, "rolling", False)),
+        "temporal_pos": temporal_pos, "tok_temporal": tok_temporal, "rolling_cache": bool(getattr(wm, "rolling", False)),
         "resolution": _RES.value, "batch": B, "prompt_frames": K,
         "maskgit_steps": wm.steps, "temperature": wm.temperature,
         "tokens_per_frame": wm.N, "buffer_frames": wm.max_frames,
@@ -202,7 +205,8 @@ def describe(r: dict) -> str:
     code = os.path.basename(os.path.normpath(r["code"]))
     kw = ",".join([f"{k}={v}" for k, v in r["wm_kw"].items()]
                   + (["rope+rolling cache" if r.get("rolling_cache") else "rope"]
-                     if r.get("temporal_pos", "learned") != "learned" else []))
+                     if r.get("temporal_pos", "learned") != "learned" else [])
+                  + (["per-frame tokenizer"] if r.get("tok_temporal") == "none" else []))
     return (f"[{r['size']} @{code}{' ' + kw if kw else ''}, kv_cache={r['kv_cache']}] "
             f"{r['tokens_per_frame']} tokens/frame, buffer {r['buffer_frames']}, "
             f"{r['maskgit_steps']} MaskGIT steps, batch {r['batch']}: step p50 "
@@ -263,9 +267,11 @@ def main(argv):
             for st in _MASKGIT.value:
                 for kv in modes:
                     for pos in _POS.value:
-                        r = bench_size(size, counter, kv, int(st), parse_kw(_WM_KW.value), pos)
-                        results["runs"].append(r)
-                        print(describe(r), flush=True)
+                        for tt in _TOK.value:
+                            r = bench_size(size, counter, kv, int(st), parse_kw(_WM_KW.value),
+                                           pos, tt)
+                            results["runs"].append(r)
+                            print(describe(r), flush=True)
     sys.path.insert(0, HERE)
     from genie_jax.media import write_text
     write_text(_OUT.value, json.dumps(results, indent=2))
