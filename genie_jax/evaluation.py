@@ -24,6 +24,10 @@ On these clips:
                 main rollout). Its delta-PSNR against random actions is the control a player
                 feels.
   repeat_last_frame  the trivial baseline: PSNR of repeating the last prompt frame, per step
+  pooled_psnr[_per_step]  beside each mean PSNR: the PSNR of the squared errors pooled over
+                clips (metrics.pooled_psnr). A clip whose frame did not change gives the still
+                image 100 dB (the MSE floor) and lifts its mean by 100/C dB; pooled, it is one
+                error of 0. Compare a world with the still image on this one
   repeat_last_tokens the same in the world's own terms: the prompt's last tokens again, decoded
                 as the sampler decodes (WorldModel.copy_step). A dynamics below it does worse
                 than copying its input; between it and repeat_last_frame lies what the
@@ -58,8 +62,8 @@ from genie_jax import media
 from genie_jax.data.games import COINRUN_CLASS_NAMES, coinrun_action_class
 from genie_jax.errors import UserError
 from genie_jax.metrics import (codebook_usage, contingency_table, delta_psnr_per_step,
-                               normalized_mutual_information, per_step_mean, psnr, ssim,
-                               value_at_step)
+                               normalized_mutual_information, per_step_mean, pooled_psnr, psnr,
+                               ssim, value_at_step)
 from genie_jax.models.layers import to_unit_float
 
 def episode_source_name(source, episode: int) -> str:
@@ -208,6 +212,12 @@ def true_action_latents(workdir: str, source, eps, true_CA, num_actions: int):
     out = np.full(control.shape, -1, np.int64)
     out[ok] = table[control[ok]]
     return out
+
+
+def _pooled(psnr_CS) -> dict:
+    """PSNR of the errors pooled over clips (metrics.pooled_psnr): over all, and per step."""
+    return {"pooled_psnr": pooled_psnr(psnr_CS),
+            "pooled_psnr_per_step": pooled_psnr(psnr_CS, axis=0)}
 
 
 def _pad_batch(x: np.ndarray, B: int) -> np.ndarray:
@@ -384,7 +394,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
         true_section = {"source": true_source, "clips": int(true_ok.sum()),
                         "psnr": float(np.mean(tp)),
                         "ssim": float(np.mean(roll["ssim_true"][true_ok])),
-                        "psnr_per_step": per_step_mean(tp),
+                        "psnr_per_step": per_step_mean(tp), **_pooled(tp),
                         "random_actions_psnr_per_step": per_step_mean(rp),
                         "delta_psnr": value_at_step(tdelta, s.delta_t),
                         "delta_psnr_per_step": tdelta}
@@ -419,16 +429,19 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
         "rollout": {"actions": "lam" if has_lam else "true",
                     "psnr": float(np.mean(main_psnr)),
                     "ssim": float(np.mean(main_ssim)),
-                    "psnr_per_step": psnr_inf, "ssim_per_step": ssim_inf,
+                    "psnr_per_step": psnr_inf, "ssim_per_step": ssim_inf, **_pooled(main_psnr),
                     "random_actions": {"psnr": float(np.mean(roll["psnr_rand"])),
                                        "ssim": float(np.mean(roll["ssim_rand"])),
-                                       "psnr_per_step": psnr_rand, "ssim_per_step": ssim_rand}},
+                                       "psnr_per_step": psnr_rand, "ssim_per_step": ssim_rand,
+                                       **_pooled(roll["psnr_rand"])}},
         "repeat_last_frame": {"psnr": float(np.mean(roll["psnr_repeat"])),
                               "ssim": float(np.mean(roll["ssim_repeat"])),
-                              "psnr_per_step": per_step_mean(roll["psnr_repeat"])},
+                              "psnr_per_step": per_step_mean(roll["psnr_repeat"]),
+                              **_pooled(roll["psnr_repeat"])},
         "repeat_last_tokens": {"psnr": float(np.mean(roll["psnr_repeat_tokens"])),
                                "ssim": float(np.mean(roll["ssim_repeat_tokens"])),
-                               "psnr_per_step": per_step_mean(roll["psnr_repeat_tokens"])},
+                               "psnr_per_step": per_step_mean(roll["psnr_repeat_tokens"]),
+                               **_pooled(roll["psnr_repeat_tokens"])},
         "controllability": {"t": s.delta_t, "delta_psnr": value_at_step(dpsnr, s.delta_t),
                             "delta_psnr_per_step": dpsnr},
         "true_actions": true_section,

@@ -86,6 +86,11 @@ def test_eval_reports_true_action_rollouts_probe_and_repeat_baseline(runs):
     rt = r["repeat_last_tokens"]  # its frames: tests/test_sampling.py (copy_step)
     assert len(rt["psnr_per_step"]) == 5 and np.isfinite(rt["psnr_per_step"]).all()
     assert rt["psnr"] == pytest.approx(np.mean(rt["psnr_per_step"]), rel=1e-6)
+    rf = r["repeat_last_frame"]  # errors pooled over clips: the same clips' MSE, recomputed
+    mse = 10.0 ** (-want / 10)
+    assert rf["pooled_psnr_per_step"] == pytest.approx(list(-10 * np.log10(mse.mean(0))),
+                                                       rel=1e-4)
+    assert r["rollout"]["pooled_psnr"] <= r["rollout"]["psnr"] + 1e-9  # Jensen
     # the clips the map could drive: every rollout action's control has a latent (DOWN has none)
     drivable = np.all(actions[:, :5] != 4, axis=1)
     assert t["clips"] == int(drivable.sum())

@@ -1,6 +1,6 @@
 import numpy as np
 
-from genie_jax.metrics import psnr, ssim
+from genie_jax.metrics import pooled_psnr, psnr, ssim
 
 
 def test_psnr_hand_computed():
@@ -22,3 +22,15 @@ def test_ssim_identity_constant_shift_and_hand_value():
     np.testing.assert_allclose(ssim(x, y), [want], rtol=1e-4)
     noisy = np.clip(a + 0.2 * rng.standard_normal(a.shape), 0, 1).astype(np.float32)
     assert (np.asarray(ssim(a, noisy)) < 0.9).all()
+
+
+def test_pooled_psnr_counts_an_exact_match_as_one_zero_error():
+    # two clips x two steps: MSE 0.01 and 0.0001 at step 0 (20 and 40 dB); an exact match
+    # (100 dB, the floor) and 0.01 at step 1; a NaN (a clip left out) is ignored
+    p = np.array([[20.0, 100.0], [40.0, 20.0], [np.nan, np.nan]])
+    want0 = -10 * np.log10((0.01 + 0.0001) / 2)
+    want1 = -10 * np.log10((1e-10 + 0.01) / 2)
+    np.testing.assert_allclose(pooled_psnr(p, axis=0), [want0, want1], rtol=1e-9)
+    np.testing.assert_allclose(pooled_psnr(p), -10 * np.log10((0.01 + 0.0001 + 1e-10 + 0.01) / 4),
+                               rtol=1e-9)
+    assert np.nanmean(p[:, 1]) - pooled_psnr(p, axis=0)[1] > 35  # the mean is 60 dB, pooled 23

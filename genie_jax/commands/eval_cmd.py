@@ -62,7 +62,9 @@ def main(argv):
           f"SSIM {r['rollout']['ssim']:.3f} ({r['rollout']['actions']} actions; random actions "
           f"{r['rollout']['random_actions']['psnr']:.2f}, repeat last frame "
           f"{r['repeat_last_frame']['psnr']:.2f}, its tokens "
-          f"{r['repeat_last_tokens']['psnr']:.2f}); delta-PSNR@{t} "
+          f"{r['repeat_last_tokens']['psnr']:.2f}; errors pooled over clips: rollout "
+          f"{r['rollout']['pooled_psnr']:.2f}, repeat last frame "
+          f"{r['repeat_last_frame']['pooled_psnr']:.2f}); delta-PSNR@{t} "
           f"{_fmt(r['controllability']['delta_psnr'])}{true_txt}{lam_txt}"
           f"{nmi_txt}{probe_txt}", flush=True)
     fx = r.get("action_effect")
