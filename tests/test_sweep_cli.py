@@ -59,6 +59,19 @@ def test_genie_coinrun_sweep_file_plans_its_runs(tmp_path):
         write_report(str(tmp_path))
 
 
+def test_genie_coinrun_sweep_file_passes_the_tokenizer_kind_to_every_stage():
+    from experiments.sweeps.genie_coinrun import get_sweep
+    plain = get_sweep("budget=smoke")
+    assert "temporal" not in plain["config"] + "".join(plain["upstream"].values())
+    causal = get_sweep("budget=smoke,tok_temporal=causal")
+    assert causal["upstream"]["tokenizer"].endswith(",temporal=causal")
+    assert causal["upstream"]["lam"].endswith(",tok_temporal=causal")
+    assert causal["config"].endswith(",tok_temporal=causal")
+    reuse = get_sweep("budget=smoke,tok_temporal=causal,tokenizer=runs/tok")
+    assert "tokenizer" not in reuse["upstream"]
+    assert reuse["config"].endswith(",tok_temporal=causal,tokenizer=runs/tok")
+
+
 @pytest.mark.slow
 def test_multistage_sweep_shares_upstream_runs_and_reports(tmp_path):
     root = tmp_path / "sweep"

@@ -32,7 +32,7 @@ from experiments.configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
                            lam_mode="frozen", action_mode="token", temporal_pos="learned",
-                           lam_input="pixels", tok_temporal="causal")
+                           lam_input="pixels", tok_temporal="")
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size

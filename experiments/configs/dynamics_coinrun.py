@@ -8,15 +8,17 @@ the `make quickstart` stage; default, ~20; quality, ~40, the dynamics stage of t
 train steps: base.COINRUN_BUDGET), tokenizer and lam (run folders), lam_mode (frozen|cotrain|
 true_actions: the 15 recorded procgen actions condition the dynamics, no LAM),
 lam_input (pixels|tokens: a token-input LAM, lam_coinrun.py:input=tokens),
-tok_temporal (causal|none: the tokenizer run's `temporal` knob, tokenizer_coinrun.py),
+tok_temporal (causal|none: the tokenizer run's `temporal` knob, tokenizer_coinrun.py; default
+none, the CPU tokenizer's; a run made before 2026-11-27 is causal),
 action_mode (add|token; add by default here: at the quick budget the action added to every patch
 is used (held-out delta-PSNR 1.6 dB on val) where the action token is not yet (0.6), see
 experiments/RESULTS.md) and temporal_pos (learned|rope), as dynamics.py. The shapes are the
 CPU-size ones of tokenizer_coinrun.py and lam_coinrun.py (base.TOKENIZER["cpu"], base.LAM["cpu"]; a mismatching run is refused by its
 checkpoint meta); the dynamics model follows --config.tokenizer.model.X and
 --config.lam.model.num_codes overrides by reference, as in dynamics.py.
-Frames are 4-frame windows, as the tokenizer was trained on: its temporal position embeddings
-past frame 4 are untrained, so longer windows would encode to off-distribution tokens.
+Frames are 4-frame windows, as the tokenizer was trained on (a causal tokenizer's temporal
+position embeddings past frame 4 are untrained, so longer windows would encode to
+off-distribution tokens; a per-frame one has none).
 """
 import ml_collections
 
@@ -27,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default",
                            tokenizer="runs/tok_coinrun", lam="runs/lam_coinrun",
                            lam_mode="frozen", action_mode="add", temporal_pos="learned",
-                           lam_input="pixels", tok_temporal="causal")
+                           lam_input="pixels", tok_temporal="")
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     c = base.get_base("tiny")  # the tokenizer's frames (4-frame windows) and optimizer

@@ -23,7 +23,7 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", input="pixels", tokenizer="runs/tok",
-                           tok_temporal="causal")
+                           tok_temporal="")
     c = base.get_base(knobs.size, "lam")
     c.stage = "lam"
     c.model = base.video_vq_model(base.LAM[knobs.size],

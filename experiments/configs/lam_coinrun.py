@@ -20,7 +20,7 @@ from experiments.configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default", input="pixels",
-                           tokenizer="runs/tok_coinrun", tok_temporal="causal")
+                           tokenizer="runs/tok_coinrun", tok_temporal="")
     c = base.get_base("tiny")
     c.stage = "lam"
     base.use_coinrun_data(c, knobs.dir)

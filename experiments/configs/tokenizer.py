@@ -19,7 +19,7 @@ from experiments.configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    knobs = base.parse_arg(arg, size="tiny", temporal="causal")
+    knobs = base.parse_arg(arg, size="tiny", temporal="")
     c = base.get_base(knobs.size, "tokenizer")
     c.stage = "tokenizer"
     c.model = base.tokenizer_model(base.TOKENIZER[knobs.size],

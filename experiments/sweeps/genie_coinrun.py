@@ -32,22 +32,26 @@ tokenizer run named by the `tokenizer` knob, e.g. the quickstart's). CPU time at
 inner loop), so `--shard=0/2` then `--shard=1/2` gives a 1-seed table early.
 Knobs: dir (dataset), budget (smoke|quick|default|quality), seeds, episodes and clips
 (held-out evaluation clips: episodes x clips per episode), tokenizer (a trained tokenizer run of
-this dataset and budget to reuse, e.g. runs/coinrun_quick/tok; default: train one).
+this dataset and budget to reuse, e.g. runs/coinrun_quick/tok; default: train one),
+tok_temporal (that tokenizer's kind, causal|none; default: the CPU tokenizer's, none).
 """
 
 
 def get_sweep(arg=None):
     from experiments.configs import base
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="quick", seeds=2, episodes=10,
-                           clips=3, tokenizer="")
+                           clips=3, tokenizer="", tok_temporal="")
     base.pick(base.BUDGETS, "budget", knobs.budget)
     data = f"dir={knobs.dir},budget={knobs.budget}"
     cfg = "experiments/configs"
-    upstream = {"lam": f"{cfg}/lam_coinrun.py:{data}"}
+    kind = f",tok_temporal={knobs.tok_temporal}" if knobs.tok_temporal else ""
+    upstream = {"lam": f"{cfg}/lam_coinrun.py:{data}{kind}"}
     if knobs.tokenizer:  # reuse a trained tokenizer run, read through the dynamics config
-        data += f",tokenizer={knobs.tokenizer}"
+        data += f"{kind},tokenizer={knobs.tokenizer}"
     else:
-        upstream["tokenizer"] = f"{cfg}/tokenizer_coinrun.py:{data}"
+        upstream["tokenizer"] = (f"{cfg}/tokenizer_coinrun.py:{data}"
+                                 + (f",temporal={knobs.tok_temporal}" if kind else ""))
+        data += kind
     return dict(
         config=f"{cfg}/dynamics_coinrun.py:{data}",
         upstream=upstream,
