@@ -13,6 +13,9 @@ a window of the sampler's buffer length M (frames t-M+1 .. t-1) and frame t whol
   tokens_changed    share of frame t's tokens that differ from frame t-1's
   accuracy          the dynamics' argmax token accuracy on all of frame t, and on the changed
                     tokens only; token_copy_accuracy = 1 - tokens_changed
+Each PSNR is the mean over clips and frames, and `pooled` the PSNR of the squared errors pooled
+over them (metrics.pooled_psnr: an unchanged frame's exact copy counts as an error of 0, not as
+100 dB).
 
   python experiments/copy_diagnosis.py --workdir=runs/coinrun_quick/dyn --out=copy.json
 """
@@ -41,7 +44,7 @@ def diagnose(workdir: str, split: str = "test", temperature: float | None = None
     import jax
     import jax.numpy as jnp
     from genie_jax.evaluation import load_clips, load_world_model, open_heldout, select_clips
-    from genie_jax.metrics import psnr
+    from genie_jax.metrics import pooled_psnr, psnr
     from genie_jax.models.layers import to_unit_float
     from genie_jax.models.tokenizer import Tokenizer
     from genie_jax.stages.dynamics import encode_tokens, lam_actions, lam_input_tokens
@@ -58,21 +61,25 @@ def diagnose(workdir: str, split: str = "test", temperature: float | None = None
     infer = jax.jit(lambda f: lam_actions(wm.lam, P["lam"], f,
                                           lam_input_tokens(wm.lam, tok, P["tokenizer"], f)))
     logits_last = jax.jit(lambda z, a: wm.dynamics.apply({"params": P["dynamics"]}, z, a)[:, -1])
-    mean_psnr = lambda x, y: float(jnp.mean(psnr(x, y)))  # noqa: E731
-    rows = {k: [] for k in ("pixel_copy", "tokenizer", "token_copy", "dynamics_argmax",
-                            "dynamics_sampled", "tokens_changed", "accuracy",
-                            "accuracy_on_changed")}
+    psnr_rows = ("pixel_copy", "tokenizer", "token_copy", "dynamics_argmax", "dynamics_sampled")
+    rows = {k: [] for k in (*psnr_rows, "tokens_changed", "accuracy", "accuracy_on_changed")}
+    clips = {k: [] for k in psnr_rows}  # per-clip PSNRs [frames][C], for the pooled figure
+
+    def add_psnr(name, x, y):
+        p = np.asarray(psnr(x, y), np.float64)
+        clips[name].append(p)
+        rows[name].append(float(p.mean()))
     for t in range(M - 1, clip_frames):
         w = jnp.asarray(frames[:, t - M + 1:t + 1])
         z, a = encode(w), infer(w)
         target = to_unit_float(w[:, -1])
-        rows["pixel_copy"].append(mean_psnr(to_unit_float(w[:, -2]), target))
-        rows["tokenizer"].append(mean_psnr(decode_last(z), target))
-        rows["token_copy"].append(mean_psnr(decode_last(z.at[:, -1].set(z[:, -2])), target))
+        add_psnr("pixel_copy", to_unit_float(w[:, -2]), target)
+        add_psnr("tokenizer", decode_last(z), target)
+        add_psnr("token_copy", decode_last(z.at[:, -1].set(z[:, -2])), target)
         pred = jnp.argmax(logits_last(z.at[:, -1].set(wm.dynamics.mask_id), a), -1)
-        rows["dynamics_argmax"].append(mean_psnr(decode_last(z.at[:, -1].set(pred)), target))
+        add_psnr("dynamics_argmax", decode_last(z.at[:, -1].set(pred)), target)
         state = wm.reset(w[:, :-1], a[:, :-1], seed=t)
-        rows["dynamics_sampled"].append(mean_psnr(wm.step(state, a[:, -1])[0], target))
+        add_psnr("dynamics_sampled", wm.step(state, a[:, -1])[0], target)
         changed = z[:, -1] != z[:, -2]
         right = pred == z[:, -1]
         rows["tokens_changed"].append(float(jnp.mean(changed)))
@@ -84,6 +91,7 @@ def diagnose(workdir: str, split: str = "test", temperature: float | None = None
            "temperature": wm.temperature, "maskgit_steps": wm.steps,
            "mean": {k: float(np.mean(v)) for k, v in rows.items()}, "per_frame": rows}
     out["mean"]["token_copy_accuracy"] = 1.0 - out["mean"]["tokens_changed"]
+    out["pooled"] = {k: pooled_psnr(np.stack(v)) for k, v in clips.items()}
     return out
 
 
@@ -91,7 +99,8 @@ def main(_):
     from genie_jax.media import write_text
     out = diagnose(_WORKDIR.value, _SPLIT.value, _TEMP.value, _FRAMES.value, _EPISODES.value)
     for k, v in out["mean"].items():
-        print(f"{k:22s} {v:7.3f}")
+        print(f"{k:22s} {v:7.3f}" + (f"   pooled {out['pooled'][k]:7.3f}" if k in out["pooled"]
+                                     else ""))
     if _OUT.value:
         write_text(_OUT.value, json.dumps(out, indent=2))
         print(f"wrote {_OUT.value}")

@@ -29,3 +29,5 @@ def test_copy_diagnosis_has_a_pulse_and_its_pixel_copy_is_the_data_s(tmp_path):
     mse = np.mean((x[:, M - 1:] - x[:, M - 2:-1]) ** 2, axis=(2, 3, 4))
     want = np.mean(10 * np.log10(1 / np.maximum(mse, 1e-10)), axis=0)
     np.testing.assert_allclose(rows["pixel_copy"], want, rtol=1e-4)
+    assert out["pooled"]["pixel_copy"] == pytest.approx(
+        -10 * np.log10(np.maximum(mse, 1e-10).mean()), rel=1e-4)
