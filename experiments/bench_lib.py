@@ -14,7 +14,7 @@ def random_frozen(abstract):
 
 
 def bench_config(size: str, resolution: int, temporal_pos: str = "learned",
-                 tok_temporal: str = "causal"):
+                 tok_temporal: str = ""):
     if size == "cpu":  # the CPU CoinRun config that `make quickstart` trains
         from experiments.configs.dynamics_coinrun import get_config
         cfg = get_config()
@@ -33,7 +33,7 @@ def bench_config(size: str, resolution: int, temporal_pos: str = "learned",
         m.image_size = (resolution, resolution)
     if temporal_pos != "learned":
         cfg.model.temporal_pos = temporal_pos
-    if tok_temporal != "causal":  # a per-frame tokenizer (models/tokenizer.py)
+    if tok_temporal:  # causal | none (models/tokenizer.py); '' keeps the config's
         cfg.tokenizer.model.temporal = tok_temporal
     return cfg
 

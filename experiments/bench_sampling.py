@@ -19,6 +19,9 @@ dynamics width 128 with 2 layers, a 17-frame buffer; the tiny tokenizer at patch
 `--resolution` (default 64, Genie's CoinRun frames) overrides the image size of all three, so
 `tiny` here is the tiny model at 64x64 (tokenizer patch 2: 1024 tokens per frame) and `coinrun`
 the CoinRun-sized one (patch 4: 256 tokens per frame, 12 dynamics layers of width 512).
+`--tok_temporal=causal,none` times both tokenizer kinds (models/tokenizer.py); the cpu config's
+own is per-frame since 2026-11-27, so a --compare against older code is like for like only with
+--tok_temporal=causal.
 Parameters are randomly initialised: no trained run is needed, and speed does not depend on
 their values. Each timed step is fetched to the host (an interactive player needs the pixels).
 """
@@ -55,9 +58,10 @@ _COMPARE = flags.DEFINE_list("compare", [], "other checkouts to time beside --co
 _POS = flags.DEFINE_list("temporal_pos", ["learned"], "dynamics temporal positions to time with "
                          "--code (one row each): learned (absolute; the old code's only kind) "
                          "and/or rope (rotary: the sampler keeps a rolling KV cache)")
-_TOK = flags.DEFINE_list("tok_temporal", ["causal"], "tokenizers to time with --code (one row "
-                         "each): causal (ST-ViViT; the old code's only kind) and/or none (every "
-                         "frame coded alone: the step decodes the new frame only)")
+_TOK = flags.DEFINE_list("tok_temporal", [""], "tokenizers to time with --code (one row each): "
+                         "causal (ST-ViViT; the old code's only kind) and/or none (every frame "
+                         "coded alone: the step decodes the new frame only); default: the "
+                         "config's (cpu: none since 2026-11-27, the others causal)")
 _WM_KW = flags.DEFINE_list("wm_kw", [], "extra WorldModel options for --code only, k=v "
                            "(v parsed as JSON, else a string)")
 
@@ -123,7 +127,7 @@ def fit_to_timed_code(cfg) -> list[str]:
 
 
 def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps: int,
-               wm_kw: dict, temporal_pos: str = "learned", tok_temporal: str = "causal") -> dict:
+               wm_kw: dict, temporal_pos: str = "learned", tok_temporal: str = "") -> dict:
     import jax
     import numpy as np
     cfg = bench_config(size, _RES.value, temporal_pos, tok_temporal)
@@ -177,7 +181,9 @@ def bench_size(size: str, counter: CompileCounter, kv_cache: bool, maskgit_steps
     return {
         "size": size, "code": _CODE.value, "options_dropped_for_the_code": dropped,
         "wm_kw": wm_kw, "kv_cache": kv_cache,
-        "temporal_pos": temporal_pos, "tok_temporal": tok_temporal, "rolling_cache": bool(getattr(wm, "rolling", False)),
+        "temporal_pos": temporal_pos,
+        "tok_temporal": str(cfg.tokenizer.model.get("temporal", "causal")),
+        "rolling_cache": bool(getattr(wm, "rolling", False)),
         "resolution": _RES.value, "batch": B, "prompt_frames": K,
         "maskgit_steps": wm.steps, "temperature": wm.temperature,
         "tokens_per_frame": wm.N, "buffer_frames": wm.max_frames,
