@@ -31,8 +31,7 @@ On these clips:
   repeat_last_tokens the same in the world's own terms: the prompt's last tokens again, decoded
                 as the sampler decodes (WorldModel.copy_step). A dynamics below it does worse
                 than copying its input; between it and repeat_last_frame lies what the
-                tokenizer loses on a still scene (a causal tokenizer codes change, so its
-                tokens of a still frame are not the previous frame's)
+                tokenizer loses on a still scene
   action_effect which model ignores the action when delta-PSNR is near 0 (genie_jax/
                 action_effect.py): the LAM's distinct code vectors and its decoder's next-frame
                 PSNR with its own codes against random ones; the dynamics' next-frame

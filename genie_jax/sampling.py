@@ -140,7 +140,7 @@ class WorldModel:
 
     def _decode_frame(self, params, tokens_BMN, t):
         safe = jnp.minimum(tokens_BMN, self.dynamics.num_codes - 1)  # mask slots are never read
-        per_frame = getattr(self.tokenizer, "temporal", "causal") == "none"
+        per_frame = self.tokenizer.temporal == "none"
         if per_frame:  # a per-frame tokenizer decodes frame t alone (1/M of the buffer's cost)
             safe = jax.lax.dynamic_slice_in_dim(safe, t, 1, axis=1)
         frames, _ = self.tokenizer.apply({"params": params["tokenizer"]}, safe,

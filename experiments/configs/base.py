@@ -244,8 +244,7 @@ def video_vq_model(s: dict, image_size) -> ml_collections.ConfigDict:
         attention_impl=ml_collections.FieldReference(None, field_type=str)))
 
 
-# models/tokenizer.py: 'causal' (ST-ViViT, Genie's) or 'none' (every frame coded alone: a
-# still scene keeps its tokens, so the dynamics can copy what does not move)
+# models/tokenizer.py: 'causal' (ST-ViViT, Genie's) or 'none' (every frame coded alone)
 TOKENIZER_TEMPORAL = ("causal", "none")
 
 

@@ -5,11 +5,10 @@ Both encoder and decoder are causal in time, so the tokens of frame t depend onl
 Pixels are handled as float in [0, 1]; uint8 input is converted.
 
 `temporal='none'` drops the temporal attention: every frame is encoded and decoded alone (a
-spatial ViT VQ-VAE, Genie's "ViT" tokenizer ablation). Then a frame's tokens are the same in any
-window, so a still scene keeps its tokens and copying the last frame's tokens is copying the
-frame; with causal temporal attention the tokens of frame t also code what changed since the
-earlier frames, and about half of them change between two nearly identical frames
-(experiments/RESULTS.md, "Why the world loses to a still image").
+spatial ViT VQ-VAE, Genie's "ViT" tokenizer ablation). A frame's tokens are then the same in any
+window, steps cost less, and the sampler decodes only the new frame. On CoinRun about half of a
+frame's tokens still differ from the previous frame's, as with the causal tokenizer (the camera
+follows the player; experiments/RESULTS.md, "A per-frame tokenizer").
 """
 from __future__ import annotations
 

@@ -33,8 +33,8 @@ from genie_jax.sweep.spec import SweepSpec, grid_points, join_name, slug
 # The default columns: what the Genie ablations compare (any other key: --metrics).
 DEFAULT_EVAL_METRICS = (
     "rollout.psnr", "rollout.psnr_per_step.t4", "rollout.psnr_per_step.t10",
-    "repeat_last_frame.psnr", "repeat_last_tokens.psnr", "controllability.delta_psnr", "true_actions.delta_psnr",
-    "tokenizer.psnr", "action_nmi.class_nmi", "action_probe.accuracy")
+    "repeat_last_frame.psnr", "repeat_last_tokens.psnr", "controllability.delta_psnr",
+    "true_actions.delta_psnr", "tokenizer.psnr", "action_nmi.class_nmi", "action_probe.accuracy")
 DEFAULT_ACTION_METRICS = ("heldout.balanced_accuracy",)
 DEFAULT_SUMMARY_METRICS = ("eval.ce", "train_seconds")
 CURVE_SKIP = ("lr", "steps_per_s", "frames_per_s")
