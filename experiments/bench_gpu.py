@@ -45,7 +45,11 @@ _MODEL_FLOPS = flags.DEFINE_bool("model_flops", True, "count model FLOPs (a CPU 
 _PROFILE = flags.DEFINE_bool("profile", True, "trace 3 train steps: device time by kernel class")
 _SAMPLE_ROWS = flags.DEFINE_list("sample_rows", ["bfloat16:learned", "bfloat16:rope",
                                                  "float32:learned", "float32:rope"],
-                                 "sampler rows, dtype:temporal_pos, in this order")
+                                 "sampler rows, dtype:temporal_pos[:options] (sample_opts), "
+                                 "in this order")
+_FRAME_FLOPS = flags.DEFINE_float("frame_flops", 0.0, "model FLOPs of one generated frame "
+                                  "(--parts=flops prints them; the same on every machine) for "
+                                  "the sampler rows' MFU; 0: no MFU")
 
 
 def _set_models(cfg, **kw):
@@ -125,8 +129,19 @@ def _kernel_class(name: str) -> str:
 
 
 def profile_steps(compiled, state, batch, frozen, n: int = 3) -> dict:
-    """Where the time of `n` steps goes: a jax.profiler trace (Perfetto JSON), device kernel time
-    summed by class and by kernel name, and the share of wall time the device was busy."""
+    """Where the time of `n` train steps goes (profile_calls)."""
+    box = {"state": state}
+
+    def one():
+        box["state"], m = compiled(box["state"], batch, frozen)
+        return m
+    return profile_calls(one, n)
+
+
+def profile_calls(call, n: int = 3) -> dict:
+    """Where the time of `n` calls of `call()` (returns arrays to wait for) goes: a jax.profiler
+    trace (Perfetto JSON), device kernel time summed by class and by kernel name, the number of
+    kernels, and the device's busy time against the wall time."""
     import gzip
     import glob
     import tempfile
@@ -135,7 +150,7 @@ def profile_steps(compiled, state, batch, frozen, n: int = 3) -> dict:
     with jax.profiler.trace(d, create_perfetto_trace=True):
         t = time.perf_counter()
         for _ in range(n):
-            state, m = compiled(state, batch, frozen)
+            m = call()
         jax.block_until_ready(m)
         wall = time.perf_counter() - t
     files = glob.glob(os.path.join(d, "**", "perfetto_trace.json.gz"), recursive=True)
@@ -145,30 +160,58 @@ def profile_steps(compiled, state, batch, frozen, n: int = 3) -> dict:
     names = {e["pid"]: e["args"].get("name", "") for e in events
              if e.get("ph") == "M" and e.get("name") == "process_name"}
     device = {p for p, nm in names.items() if "/device:" in nm and "CPU" not in nm}
-    by_name, by_class, busy = {}, {}, 0.0
+    by_name, by_class, busy, kernels = {}, {}, 0.0, 0
     for e in events:
         if e.get("ph") != "X" or e.get("pid") not in device:
             continue
         us = float(e.get("dur", 0.0))
         busy += us
+        kernels += 1
         by_name[e["name"]] = by_name.get(e["name"], 0.0) + us
         c = _kernel_class(e["name"])
         by_class[c] = by_class.get(c, 0.0) + us
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:20]
     return {"steps": n, "wall_ms_per_step": 1e3 * wall / n, "devices": sorted(names[p] for p in device),
-            "kernel_ms_per_step": busy / 1e3 / n,
+            "kernel_ms_per_step": busy / 1e3 / n, "kernels_per_step": kernels / n,
             "by_class_ms_per_step": {k: v / 1e3 / n for k, v in
                                      sorted(by_class.items(), key=lambda kv: -kv[1])},
             "top_kernels_ms_per_step": [[k[:120], v / 1e3 / n] for k, v in top]}
 
 
-def sample_row(dtype: str, temporal_pos: str, steps: int, size: str) -> dict:
+def sample_opts(spec: str) -> dict:
+    """'bfloat16:rope:unroll=5:tok=none:cast:prof' -> the sampler row's settings. dtype and
+    temporal positions, then options: unroll=K MaskGIT steps per loop iteration, tok=none|causal
+    (the tokenizer's temporal layout), cast (parameters stored in the compute dtype once, not
+    cast in every pass), prof (a profile of 3 steps)."""
+    dtype, temporal_pos, *rest = spec.split(":")
+    opts = {"dtype": dtype, "temporal_pos": temporal_pos, "unroll": 1, "tok": "",
+            "cast": False, "prof": False}
+    for o in rest:
+        k, _, v = o.partition("=")
+        if k not in opts or k in ("dtype", "temporal_pos"):
+            raise ValueError(f"sampler row {spec!r}: unknown option {k!r}")
+        opts[k] = int(v) if k == "unroll" else (v if k == "tok" else True)
+    return opts
+
+
+def cast_floats(tree, dtype):
+    import jax
+    import jax.numpy as jnp
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
+                        else a, tree)
+
+
+def sample_row(spec: str, steps: int, size: str, frame_flops: float = 0.0,
+               peak: float = 989.0) -> dict:
     import jax
     import numpy as np
     from experiments.bench_lib import bench_config, random_world_model
-    cfg = bench_config(size, 64, temporal_pos)
-    _set_models(cfg, dtype=dtype)
-    wm = random_world_model(cfg, steps=25, temperature=2.0)
+    o = sample_opts(spec)
+    cfg = bench_config(size, 64, o["temporal_pos"], tok_temporal=o["tok"])
+    _set_models(cfg, dtype=o["dtype"])
+    wm = random_world_model(cfg, steps=25, temperature=2.0, unroll=o["unroll"])
+    if o["cast"]:
+        wm.params = cast_floats(wm.params, o["dtype"])
     prompt = np.random.default_rng(0).integers(0, 255, (1, 1, 64, 64, 3), dtype=np.uint8)
     state = wm.reset(prompt)
     t0 = time.perf_counter()
@@ -186,9 +229,45 @@ def sample_row(dtype: str, temporal_pos: str, steps: int, size: str) -> dict:
         times.append(time.perf_counter() - t)
     ts = np.sort(times)
     p50, p95 = float(np.percentile(ts, 50)), float(np.percentile(ts, 95))
-    return {"part": "sample", "dtype": dtype, "temporal_pos": temporal_pos, "maskgit_steps": 25,
-            "buffer": wm.max_frames, "first_step_s": first_s, "p50_ms": 1e3 * p50,
-            "p95_ms": 1e3 * p95, "frames_per_s": 1.0 / p50, "traces": wm.trace_count}
+    row = {"part": "sample", "spec": spec, **o, "maskgit_steps": wm.steps,
+           "buffer": wm.max_frames, "first_step_s": first_s, "p50_ms": 1e3 * p50,
+           "p95_ms": 1e3 * p95, "frames_per_s": 1.0 / p50, "traces": wm.trace_count}
+    stats = jax.devices()[0].memory_stats() or {}
+    row["peak_bytes"] = stats.get("peak_bytes_in_use")
+    if frame_flops:
+        row.update(flops_per_frame=frame_flops, tflops_per_s=frame_flops / p50 / 1e12,
+                   mfu=frame_flops / p50 / (peak * 1e12))
+    if o["prof"]:
+        box = {"state": state}
+
+        def one():
+            f, box["state"] = wm.step(box["state"], 1)
+            return np.asarray(f)
+        row["profile"] = profile_calls(one, 3)
+    return row
+
+
+def flops_row(spec: str, size: str) -> dict:
+    o = sample_opts(spec)
+    return {"part": "flops", "spec": spec,
+            "flops_per_frame": sampler_flops(size, o["temporal_pos"], o["tok"])}
+
+
+def sampler_flops(size: str, temporal_pos: str = "rope", tok: str = "") -> float:
+    """Model FLOPs of one generated frame (25 MaskGIT steps, buffer full): the step lowered with
+    the MaskGIT loop unrolled, so that XLA's cost analysis counts every pass (it counts a loop
+    body once), on the default device."""
+    import jax
+    import numpy as np
+    from experiments.bench_lib import bench_config, random_world_model
+    cfg = bench_config(size, 64, temporal_pos, tok_temporal=tok)
+    wm = random_world_model(cfg, steps=25, temperature=2.0, unroll=25)
+    state = wm.reset(np.zeros((1, 1, 64, 64, 3), np.uint8))
+    state = {**state, "length": jax.numpy.asarray(wm.max_frames, jax.numpy.int32)}
+    cost = jax.jit(wm._step_impl).lower(wm.params, state, jax.numpy.zeros((1,), "int32"))
+    cost = cost.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+    return float(cost.get("flops", 0.0))
 
 
 def main(_):
@@ -204,8 +283,10 @@ def main(_):
         jobs += [(train_row, (*r.split(":"), _STEPS.value, _PEAK.value, _SIZE.value))
                  for r in _TRAIN_ROWS.value]
     if "sample" in _PARTS.value:
-        jobs += [(sample_row, (*r.split(":"), max(_STEPS.value, 20), _SIZE.value))
-                 for r in _SAMPLE_ROWS.value]
+        jobs += [(sample_row, (r, max(_STEPS.value, 20), _SIZE.value, _FRAME_FLOPS.value,
+                               _PEAK.value)) for r in _SAMPLE_ROWS.value]
+    if "flops" in _PARTS.value:
+        jobs += [(flops_row, (r, _SIZE.value)) for r in _SAMPLE_ROWS.value]
     for fn, args in jobs:
         try:
             row = fn(*args)

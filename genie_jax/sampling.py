@@ -50,12 +50,15 @@ class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
                  temperature: float | None = None, schedule: str | None = None,
                  max_frames: int | None = None, kv_cache: bool = True,
-                 rolling_cache: bool | None = None, order: str | None = None):
+                 rolling_cache: bool | None = None, order: str | None = None,
+                 unroll: int | None = None):
         """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
         kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference).
         rolling_cache: keep the KV cache across steps (module docstring); default: on for a
         dynamics with rotary temporal positions, which it needs.
-        order: which tokens MaskGIT keeps per step, 'confidence' (default) or 'halton'."""
+        order: which tokens MaskGIT keeps per step, 'confidence' (default) or 'halton'.
+        unroll: MaskGIT steps per loop iteration in the compiled step (default 1; the same
+        outputs, a longer compile, fewer loop trips)."""
         self.kv_cache = bool(kv_cache)
         self.config = config
         stage = DynamicsStage(config)
@@ -83,6 +86,9 @@ class WorldModel:
                             f"tokenizer's model.max_frames)")
         if self.steps < 1:
             raise UserError(f"sampling steps must be >= 1; got {self.steps}")
+        self.unroll = int(unroll if unroll is not None else sc.get("unroll", 1))
+        if self.unroll < 1:
+            raise UserError(f"sampling unroll must be >= 1; got {self.unroll}")
         self.max_frames = M
         self.N = self.dynamics.tokens_per_frame
         rope = getattr(self.dynamics, "temporal_pos", "learned") == "rope"
@@ -212,7 +218,7 @@ class WorldModel:
         frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
                                         mask_id=self.dynamics.mask_id, steps=self.steps,
                                         temperature=self.temperature, schedule=self.schedule,
-                                        order=self.order)
+                                        order=self.order, unroll=self.unroll)
         tokens = jax.lax.dynamic_update_slice(tokens, frame_BN[:, None], (0, t, 0))
         frame = self._decode_frame(params, tokens, t)
         new_state = {"tokens": tokens, "actions": actions, "length": t + 1, "rng": rng}

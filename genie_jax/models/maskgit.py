@@ -148,9 +148,10 @@ def halton_rank(num_tokens: int) -> np.ndarray:
 
 def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id: int,
                          steps: int, temperature: float, schedule: str,
-                         order: str = "confidence"):
+                         order: str = "confidence", unroll: int = 1):
     """Decode one frame by MaskGIT. logits_fn(frame tokens [B,N], mask_id where masked) ->
-    logits [B,N,V]. -> tokens [B,N] (no mask_id left)."""
+    logits [B,N,V]. -> tokens [B,N] (no mask_id left). unroll: MaskGIT steps per loop
+    iteration (the same arithmetic; a GPU launches a loop body's kernels once per iteration)."""
     if order not in ORDERS:
         raise ValueError(f"MaskGIT order must be one of {ORDERS}; got {order!r}")
     B, N = batch, num_tokens
@@ -177,5 +178,6 @@ def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id
         return jnp.where(new_masked_BN, mask_id, sampled_BN), new_masked_BN
 
     init = (jnp.full((B, N), mask_id, jnp.int32), jnp.ones((B, N), bool))
-    frame_BN, _ = jax.lax.fori_loop(0, steps, body, init)
+    unroll = max(1, min(int(unroll), steps))
+    frame_BN, _ = jax.lax.fori_loop(0, steps, body, init, unroll=unroll)
     return frame_BN
