@@ -194,13 +194,6 @@ def sample_opts(spec: str) -> dict:
     return opts
 
 
-def cast_floats(tree, dtype):
-    import jax
-    import jax.numpy as jnp
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
-                        else a, tree)
-
-
 def sample_row(spec: str, steps: int, size: str, frame_flops: float = 0.0,
                peak: float = 989.0) -> dict:
     import jax
@@ -209,9 +202,8 @@ def sample_row(spec: str, steps: int, size: str, frame_flops: float = 0.0,
     o = sample_opts(spec)
     cfg = bench_config(size, 64, o["temporal_pos"], tok_temporal=o["tok"])
     _set_models(cfg, dtype=o["dtype"])
-    wm = random_world_model(cfg, steps=25, temperature=2.0, unroll=o["unroll"])
-    if o["cast"]:
-        wm.params = cast_floats(wm.params, o["dtype"])
+    wm = random_world_model(cfg, steps=25, temperature=2.0, unroll=o["unroll"],
+                            cast_params=o["cast"])
     prompt = np.random.default_rng(0).integers(0, 255, (1, 1, 64, 64, 3), dtype=np.uint8)
     state = wm.reset(prompt)
     t0 = time.perf_counter()

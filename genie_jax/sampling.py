@@ -46,19 +46,29 @@ from genie_jax.stages.base import load_frozen
 from genie_jax.stages.dynamics import (DynamicsStage, encode_tokens, lam_actions,
                                        lam_input_tokens)
 
+def cast_floats(tree, dtype):
+    """Every floating leaf of `tree` in `dtype` (others unchanged)."""
+    dtype = jnp.dtype(dtype)
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
+                        else a, tree)
+
+
 class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
                  temperature: float | None = None, schedule: str | None = None,
                  max_frames: int | None = None, kv_cache: bool = True,
                  rolling_cache: bool | None = None, order: str | None = None,
-                 unroll: int | None = None):
+                 unroll: int | None = None, cast_params: bool = True):
         """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
         kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference).
         rolling_cache: keep the KV cache across steps (module docstring); default: on for a
         dynamics with rotary temporal positions, which it needs.
         order: which tokens MaskGIT keeps per step, 'confidence' (default) or 'halton'.
         unroll: MaskGIT steps per loop iteration in the compiled step (default 1; the same
-        outputs, a longer compile, fewer loop trips)."""
+        outputs, a longer compile, fewer loop trips).
+        cast_params: store the dynamics' floating params once in its compute dtype (a bf16
+        model then reads bf16 weights instead of converting f32 ones in each of its passes;
+        the values a pass sees are the same). Off: the trained f32 params as they are."""
         self.kv_cache = bool(kv_cache)
         self.config = config
         stage = DynamicsStage(config)
@@ -68,7 +78,10 @@ class WorldModel:
         self.dynamics = stage.model.clone(remat="none", scan_layers=False)
         self.tokenizer, self.lam = stage.tokenizer, stage.lam
         if "dynamics" in params:
-            params = {**params, "dynamics": unstack_blocks(params["dynamics"])}
+            dyn = unstack_blocks(params["dynamics"])
+            if cast_params:
+                dyn = cast_floats(dyn, self.dynamics.dtypes()[0])
+            params = {**params, "dynamics": dyn}
         self.params = params
         sc = config.get("sampling", {})
         self.steps = int(steps if steps is not None else sc.get("steps", 8))

@@ -205,3 +205,36 @@ def test_copy_step_repeats_the_last_tokens_through_slides(wm_dir):
         frame, state = wm.copy_step(state)
         np.testing.assert_allclose(frame, np.clip(still[:, min(s, M - 1)], 0, 1), atol=1e-5)
     np.testing.assert_array_equal(state["tokens"], np.repeat(np.asarray(z0)[:, None], M, axis=1))
+
+
+def test_unrolled_maskgit_and_bf16_weights_sample_the_same_tokens(tmp_path):
+    # Two speed levers that must not change outputs: MaskGIT steps unrolled into one loop trip
+    # (unroll=3 of 4 steps: a remainder too), and a bf16 dynamics reading bf16 weights stored
+    # once (cast_params) instead of converting its f32 weights in every pass. Sampled and
+    # greedy, across buffer slides.
+    tok, lam, dyn = str(tmp_path / "tok"), str(tmp_path / "lam"), str(tmp_path / "dyn")
+    save_fake_run(tok, _cfg("tokenizer"))
+    save_fake_run(lam, _cfg("lam"))
+    cfg = _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam}")
+    cfg.model.temporal_pos, cfg.model.dtype = "rope", "bfloat16"
+    save_fake_run(dyn, cfg)
+    prompt = frames_batch(2, 2, 16, seed=2)
+    acts = jnp.array([[1, 2, 3, 4, 5, 0, 1], [5, 4, 3, 2, 1, 0, 5]])
+
+    def tokens(**kw):
+        wm = WorldModel.load(dyn, **kw)
+        state, out = wm.reset(prompt, seed=1), []
+        for i in range(acts.shape[1]):
+            _, state = wm.step(state, acts[:, i])
+            out.append(np.asarray(state["tokens"][:, int(state["length"]) - 1]))
+        assert wm.trace_count == 1
+        return wm, np.stack(out)
+
+    for temperature in (0.0, 1.0):
+        wm, ref = tokens(temperature=temperature, cast_params=False, unroll=1)
+        assert {a.dtype for a in jax.tree.leaves(wm.params["dynamics"])} == {jnp.dtype("float32")}
+        wm, fast = tokens(temperature=temperature, cast_params=True, unroll=3)
+        assert {a.dtype for a in jax.tree.leaves(wm.params["dynamics"])} == {jnp.dtype("bfloat16")}
+        np.testing.assert_array_equal(fast, ref)
+    with pytest.raises(UserError, match="unroll"):
+        WorldModel.load(dyn, unroll=0)
