@@ -151,10 +151,17 @@ class WorldModel:
         logits = self.dynamics.apply({"params": params["dynamics"]}, buf, actions_BA)
         return jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
 
-    def _frame_logits(self, params, kv_cache, frame_BN, actions_BA, t):
+    def _prev(self, tokens_BMN, t):
+        """Buffer frame t-1 for a copy_gate dynamics' one-frame pass (None otherwise)."""
+        if not getattr(self.dynamics, "copy_gate", False):
+            return None
+        return jax.lax.dynamic_index_in_dim(tokens_BMN, t - 1, axis=1, keepdims=False)
+
+    def _frame_logits(self, params, kv_cache, frame_BN, actions_BA, t, prev_BN=None):
         """One-frame pass at buffer slot t against the cache -> logits [B,N,V]."""
         logits = self.dynamics.apply({"params": params["dynamics"], "kv_cache": kv_cache},
-                                     frame_BN[:, None], actions_BA, kv_slot=t)
+                                     frame_BN[:, None], actions_BA, kv_slot=t,
+                                     prev_tokens_BN=prev_BN)
         return logits[:, 0]
 
     def _decode_frame(self, params, tokens_BMN, t):
@@ -216,16 +223,19 @@ class WorldModel:
         tokens, actions, t, full = self._slide_in(state, action_B)
         rng, r_step = jax.random.split(state["rng"])
         B = tokens.shape[0]
+        prev_BN = self._prev(tokens, t)
         # Frames < t are fixed during the MaskGIT steps: one context pass caches their temporal
         # keys/values (or the rolling cache has them), then each step runs frame t alone.
         if self.rolling:
             kv_cache = jax.tree.map(  # [B, N', M, K, E] -> [B*N', M, K, E], slid with the buffer
                 lambda a: jnp.where(full, jnp.roll(a, -1, axis=2), a).reshape(-1, *a.shape[2:]),
                 state["kv"])
-            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t)  # noqa: E731
+            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t,  # noqa: E731
+                                                     prev_BN)
         elif self.kv_cache:
             kv_cache = self._kv_cache(params, tokens, actions)
-            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t)  # noqa: E731
+            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t,  # noqa: E731
+                                                     prev_BN)
         else:  # reference path: the whole buffer at every MaskGIT step
             logits_fn = lambda f: self._full_logits(params, tokens, f, actions, t)  # noqa: E731
         frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
@@ -238,7 +248,7 @@ class WorldModel:
         if self.rolling:  # commit pass: the finished frame's keys/values into slot t
             _, cache = self.dynamics.apply(
                 {"params": params["dynamics"], "kv_cache": kv_cache}, frame_BN[:, None], actions,
-                kv_slot=t, mutable=["kv_cache"])
+                kv_slot=t, prev_tokens_BN=prev_BN, mutable=["kv_cache"])
             new_state["kv"] = jax.tree.map(lambda a: a.reshape(B, -1, *a.shape[1:]),
                                            cache["kv_cache"])
         return frame, new_state

@@ -23,6 +23,8 @@ size (base.py). If those runs used other values, override their sections and the
 follows by reference: --config.tokenizer.model.num_codes, .patch_size and .image_size set the
 same fields of `model` (.image_size also lam.model.image_size), --config.lam.model.num_codes sets
 model.num_actions, and --config.data.resolution sets every image size.
+copy_gate (true|false, default false): a learned gate on the previous frame's token at each
+patch (models/dynamics.py; experiments/RESULTS.md "copy gate").
 """
 import ml_collections
 
@@ -32,7 +34,7 @@ from experiments.configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
                            lam_mode="frozen", action_mode="token", temporal_pos="learned",
-                           lam_input="pixels", tok_temporal="")
+                           lam_input="pixels", tok_temporal="", copy_gate=False)
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
@@ -54,7 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     base.set_lam_input(c.lam.model, tok, knobs.lam_input)
 
     shape = base.DYNAMICS[size]
-    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos)
+    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos,
+                                  knobs.copy_gate)
     if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
         c.model.num_actions = base.TRUE_ACTIONS["procedural"]
     c.loss = base.dynamics_loss(base.SCHEDULE[size]["restart_dead_after"])

@@ -19,6 +19,8 @@ checkpoint meta); the dynamics model follows --config.tokenizer.model.X and
 Frames are 4-frame windows, as the tokenizer was trained on (a causal tokenizer's temporal
 position embeddings past frame 4 are untrained, so longer windows would encode to
 off-distribution tokens; a per-frame one has none).
+copy_gate (true|false, default false): a learned gate on the previous frame's token at each
+patch (models/dynamics.py; experiments/RESULTS.md "copy gate").
 """
 import ml_collections
 
@@ -29,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default",
                            tokenizer="runs/tok_coinrun", lam="runs/lam_coinrun",
                            lam_mode="frozen", action_mode="add", temporal_pos="learned",
-                           lam_input="pixels", tok_temporal="")
+                           lam_input="pixels", tok_temporal="", copy_gate=False)
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     c = base.get_base("tiny")  # the tokenizer's frames (4-frame windows) and optimizer
@@ -52,7 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     base.set_lam_input(c.lam.model, tok, knobs.lam_input)
 
     shape = base.DYNAMICS["tiny"]
-    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos)
+    c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos,
+                                  knobs.copy_gate)
     if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
         c.model.num_actions = base.TRUE_ACTIONS["coinrun"]
     c.loss = base.dynamics_loss(base.SCHEDULE["tiny"]["restart_dead_after"])

@@ -18,8 +18,16 @@ actions[:, :t] only. `action_mode`:
   'rope'     rotary positions in the temporal attention (relative: only frame distances matter),
              so the sampler's temporal KV cache survives a slide of its buffer
              (models/st_transformer.py, sampling.py)
+`copy_gate` (default off): a learned, per-token gate adds to the logit of the token that the
+same patch held in the previous frame (when it is not masked). Half of CoinRun's tokens repeat
+from frame to frame; without it the transformer must learn to copy through attention and a
+separate output head, and at the CPU budgets it copies worse than a still image
+(experiments/copy_diagnosis.py). Its bias starts at log(num_codes): even odds for the previous
+token at init.
 """
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +59,7 @@ class Dynamics(TransformerFields):
     depth: int = 4
     action_mode: str = "token"
     temporal_pos: str = "learned"
+    copy_gate: bool = False
 
     @property
     def mask_id(self) -> int:
@@ -64,7 +73,7 @@ class Dynamics(TransformerFields):
     @nn.compact
     def __call__(self, tokens_BTN: jax.Array, actions_BA: jax.Array,
                  train: bool = False, kv_slot=None, fill_kv_cache: bool = False,
-                 temporal_window: int | None = None) -> jax.Array:
+                 temporal_window: int | None = None, prev_tokens_BN=None) -> jax.Array:
         """tokens [B,T,N] (mask_id where masked), actions [B,T-1] -> logits [B,T,N,V] (V=num_codes).
 
         Sampler's context pass: fill_kv_cache=True with the 'kv_cache' collection mutable.
@@ -73,6 +82,7 @@ class Dynamics(TransformerFields):
         'kv_cache' collection from a full pass over that buffer -> logits [B,1,N,V] of frame t.
         temporal_window=W: each frame attends to its W latest frames only (with temporal_pos
         'rope', the reference for the sampler's rolling cache over a video longer than W).
+        prev_tokens_BN: with copy_gate, a one-frame pass's previous frame (buffer frame t-1).
         """
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}; got {self.action_mode!r}")
@@ -122,5 +132,28 @@ class Dynamics(TransformerFields):
         if self.action_mode == "token":
             x_BTND = x_BTND[:, :, 1:]
         logits_BTNV = dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)
+        if self.copy_gate:
+            logits_BTNV = self._copy_logits(logits_BTNV, x_BTND, tokens_BTN, kv_slot,
+                                            prev_tokens_BN)
         return nn.with_logical_constraint(logits_BTNV.astype(jnp.float32),
                                           ("act_batch", "act_frame", "act_patch", None))
+
+    def _copy_logits(self, logits_BTNV, x_BTND, tokens_BTN, kv_slot, prev_tokens_BN):
+        """logits + gate * onehot(previous frame's token at the same patch); frame 0 and masked
+        previous tokens get nothing (mask_id is outside the vocabulary)."""
+        B, T, N = tokens_BTN.shape
+        if kv_slot is not None:
+            if prev_tokens_BN is None:
+                raise ValueError("a one-frame pass of a copy_gate dynamics needs prev_tokens_BN")
+            prev_BTN = jnp.asarray(prev_tokens_BN, jnp.int32).reshape(B, 1, N)
+        else:
+            prev_BTN = jnp.concatenate(
+                [jnp.full((B, 1, N), self.mask_id, jnp.int32), tokens_BTN[:, :-1]], axis=1)
+        gate_w_D = self.param("copy_gate_w", nn.with_logical_partitioning(
+            nn.initializers.zeros, ("embed",)), (self.width,), self.dtypes()[1])
+        gate_b = self.param("copy_gate_b", nn.initializers.constant(math.log(self.num_codes)),
+                            (), self.dtypes()[1])
+        gate_BTN = (x_BTND.astype(jnp.float32) @ gate_w_D.astype(jnp.float32)
+                    + gate_b.astype(jnp.float32))
+        hit_BTNV = prev_BTN[..., None] == jnp.arange(self.num_codes, dtype=jnp.int32)
+        return logits_BTNV.astype(jnp.float32) + jnp.where(hit_BTNV, gate_BTN[..., None], 0.0)

@@ -87,3 +87,24 @@ def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match="action_mode"):
         Dynamics(num_codes=V, image_size=(8, 8), action_mode="concat").init(
             jax.random.PRNGKey(0), tokens, actions)
+
+
+def test_copy_gate_raises_only_the_previous_frames_token():
+    # The gate adds to one logit per patch: the token that patch held one frame earlier. Frame 0
+    # and patches whose previous token is masked get nothing; at init the gate is log(V).
+    plain = _model("add")
+    gated = plain.clone(copy_gate=True)
+    tokens, actions = _inputs()
+    tokens = tokens.at[0, 2, 1].set(gated.mask_id)  # frame 3, patch 1 of sample 0: no prior
+    v = nn.unbox(jax.jit(gated.init)(jax.random.PRNGKey(0), tokens, actions))
+    assert float(v["params"]["copy_gate_b"]) == pytest.approx(np.log(V))
+    base = {"params": {k: x for k, x in v["params"].items() if not k.startswith("copy_gate")}}
+    delta = np.asarray(gated.apply(v, tokens, actions) - plain.apply(base, tokens, actions))
+    np.testing.assert_allclose(delta[:, 0], 0.0)
+    expect = np.zeros_like(delta)
+    for b in range(2):
+        for t in range(1, T):
+            for n in range(N):
+                if int(tokens[b, t - 1, n]) < V:
+                    expect[b, t, n, int(tokens[b, t - 1, n])] = np.log(V)
+    np.testing.assert_allclose(delta, expect, atol=1e-4)
