@@ -23,7 +23,8 @@ same patch held in the previous frame (when it is not masked). Half of CoinRun's
 from frame to frame; without it the transformer must learn to copy through attention and a
 separate output head, and at the CPU budgets it copies worse than a still image
 (experiments/copy_diagnosis.py). Its bias starts at log(num_codes): even odds for the previous
-token at init.
+token at init. Measured at the quick CoinRun budget it did not help: the world copied and
+stopped responding to its actions (experiments/RESULTS.md, "Teaching the world to copy").
 """
 from __future__ import annotations
 
