@@ -6,7 +6,7 @@
 # 1.024e12 with the causal tokenizer's buffer decode, 7.43e11 with a per-frame tokenizer
 # (tok=none rows: scale their printed MFU by 0.726).
 # Seen on an H100 (2026-11-27): after a profiled row, the next row in the same process did not
-# finish within minutes (the profiler left attached), so each process profiles last.
+# finish within minutes (twice; cause not found), so each process profiles last.
 out=${1:-bench_results}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1

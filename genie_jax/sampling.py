@@ -153,7 +153,7 @@ class WorldModel:
 
     def _prev(self, tokens_BMN, t):
         """Buffer frame t-1 for a copy_gate dynamics' one-frame pass (None otherwise)."""
-        if not getattr(self.dynamics, "copy_gate", False):
+        if not self.dynamics.copy_gate:
             return None
         return jax.lax.dynamic_index_in_dim(tokens_BMN, t - 1, axis=1, keepdims=False)
 
@@ -230,10 +230,9 @@ class WorldModel:
             kv_cache = jax.tree.map(  # [B, N', M, K, E] -> [B*N', M, K, E], slid with the buffer
                 lambda a: jnp.where(full, jnp.roll(a, -1, axis=2), a).reshape(-1, *a.shape[2:]),
                 state["kv"])
-            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t,  # noqa: E731
-                                                     prev_BN)
         elif self.kv_cache:
             kv_cache = self._kv_cache(params, tokens, actions)
+        if self.rolling or self.kv_cache:
             logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t,  # noqa: E731
                                                      prev_BN)
         else:  # reference path: the whole buffer at every MaskGIT step
