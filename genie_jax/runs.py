@@ -70,7 +70,6 @@ META_DEFAULTS: dict[str, object] = {
     "model.token_patch": 0,
     "model.temporal": "causal",       # added 2026-11-27 (per-frame tokenizer option)
     "model.copy_gate": False,         # added 2026-11-27 (dynamics copy gate)
-    "model.tie_embeddings": False,    # added 2026-11-28 (dynamics logits from the token table)
 }
 # Keys of the stored sections that fix no parameter shape, so a checkpoint is never refused over
 # them: how the backward pass trades memory for recompute, the VQ commitment loss weight (a

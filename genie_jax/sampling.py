@@ -53,22 +53,12 @@ def cast_floats(tree, dtype):
                         else a, tree)
 
 
-def favour_tokens(logits_fn, tokens_BN, bias: float):
-    """logits_fn with `bias` added to the logit of tokens_BN[b, n] at each position."""
-    def favoured(frame_BN):
-        logits_BNV = logits_fn(frame_BN)
-        hit_BNV = tokens_BN[..., None] == jnp.arange(logits_BNV.shape[-1], dtype=tokens_BN.dtype)
-        return jnp.where(hit_BNV, logits_BNV + jnp.asarray(bias, logits_BNV.dtype), logits_BNV)
-    return favoured
-
-
 class WorldModel:
     def __init__(self, config, params: dict, *, steps: int | None = None,
                  temperature: float | None = None, schedule: str | None = None,
                  max_frames: int | None = None, kv_cache: bool = True,
                  rolling_cache: bool | None = None, order: str | None = None,
-                 unroll: int | None = None, cast_params: bool = True,
-                 copy_bias: float | None = None):
+                 unroll: int | None = None, cast_params: bool = True):
         """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
         kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference).
         rolling_cache: keep the KV cache across steps (module docstring); default: on for a
@@ -78,11 +68,7 @@ class WorldModel:
         outputs, a longer compile, fewer loop trips).
         cast_params: store the dynamics' floating params once in its compute dtype (a bf16
         model then reads bf16 weights instead of converting f32 ones in each of its passes;
-        the values a pass sees are the same). Off: the trained f32 params as they are.
-        copy_bias: added to the logit of the token each patch held in the previous frame, at
-        every MaskGIT step (default: the run's sampling.copy_bias, else 0: the model's own
-        distribution). A prior that a patch stays as it was unless the model is sure it changes;
-        the model is unchanged (experiments/RESULTS.md, "A copy prior at sampling")."""
+        the values a pass sees are the same). Off: the trained f32 params as they are."""
         self.kv_cache = bool(kv_cache)
         self.config = config
         stage = DynamicsStage(config)
@@ -113,7 +99,6 @@ class WorldModel:
                             f"tokenizer's model.max_frames)")
         if self.steps < 1:
             raise UserError(f"sampling steps must be >= 1; got {self.steps}")
-        self.copy_bias = float(copy_bias if copy_bias is not None else sc.get("copy_bias", 0.0))
         self.unroll = int(unroll if unroll is not None else sc.get("unroll", 1))
         if self.unroll < 1:
             raise UserError(f"sampling unroll must be >= 1; got {self.unroll}")
@@ -252,9 +237,6 @@ class WorldModel:
                                                      prev_BN)
         else:  # reference path: the whole buffer at every MaskGIT step
             logits_fn = lambda f: self._full_logits(params, tokens, f, actions, t)  # noqa: E731
-        if self.copy_bias:
-            logits_fn = favour_tokens(logits_fn, jax.lax.dynamic_index_in_dim(
-                tokens, t - 1, axis=1, keepdims=False), self.copy_bias)
         frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
                                         mask_id=self.dynamics.mask_id, steps=self.steps,
                                         temperature=self.temperature, schedule=self.schedule,

@@ -262,8 +262,7 @@ TEMPORAL_POS = ("learned", "rope")  # models/dynamics.py; rope: the sampler's ro
 
 def dynamics_model(tok: ml_collections.ConfigDict, lam: ml_collections.ConfigDict, shape: dict,
                    action_mode: str, temporal_pos: str = "learned",
-                   copy_gate: bool = False,
-                   tie_embeddings: bool = False) -> ml_collections.ConfigDict:
+                   copy_gate: bool = False) -> ml_collections.ConfigDict:
     """The dynamics model section over a tokenizer and LAM model section (vocabulary, action
     count, image and patch size are references to theirs) from a DYNAMICS row `shape`."""
     pick(TEMPORAL_POS, "temporal_pos", temporal_pos)
@@ -273,7 +272,6 @@ def dynamics_model(tok: ml_collections.ConfigDict, lam: ml_collections.ConfigDic
         width=shape["width"], depth=shape["depth"], num_heads=shape["num_heads"],
         mlp_ratio=shape.get("mlp_ratio", 4.0), dropout=0.0, max_frames=shape["max_frames"],
         action_mode=action_mode, temporal_pos=temporal_pos, copy_gate=bool(copy_gate),
-        tie_embeddings=bool(tie_embeddings),
         dtype=shape.get("dtype", "float32"),
         param_dtype="float32", remat=shape.get("remat", "none"), scan_layers=shape.get("scan_layers", False),
         attention_impl=ml_collections.FieldReference(None, field_type=str)))

@@ -25,8 +25,6 @@ same fields of `model` (.image_size also lam.model.image_size), --config.lam.mod
 model.num_actions, and --config.data.resolution sets every image size.
 copy_gate (true|false, default false): a learned gate on the previous frame's token at each
 patch (models/dynamics.py; experiments/RESULTS.md "copy gate").
-tie_embeddings (true|false, default false): logits from the input token table instead of a
-separate output layer (models/dynamics.py).
 """
 import ml_collections
 
@@ -36,8 +34,7 @@ from experiments.configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, size="tiny", tokenizer="runs/tok", lam="runs/lam",
                            lam_mode="frozen", action_mode="token", temporal_pos="learned",
-                           lam_input="pixels", tok_temporal="", copy_gate=False,
-                           tie_embeddings=False)
+                           lam_input="pixels", tok_temporal="", copy_gate=False)
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     size = knobs.size
@@ -60,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     shape = base.DYNAMICS[size]
     c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos,
-                                  knobs.copy_gate, knobs.tie_embeddings)
+                                  knobs.copy_gate)
     if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
         c.model.num_actions = base.TRUE_ACTIONS["procedural"]
     c.loss = base.dynamics_loss(base.SCHEDULE[size]["restart_dead_after"])

@@ -21,8 +21,6 @@ position embeddings past frame 4 are untrained, so longer windows would encode t
 off-distribution tokens; a per-frame one has none).
 copy_gate (true|false, default false): a learned gate on the previous frame's token at each
 patch (models/dynamics.py; experiments/RESULTS.md "copy gate").
-tie_embeddings (true|false, default false): logits from the input token table instead of a
-separate output layer (models/dynamics.py).
 """
 import ml_collections
 
@@ -33,8 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     knobs = base.parse_arg(arg, dir="data/coinrun", budget="default",
                            tokenizer="runs/tok_coinrun", lam="runs/lam_coinrun",
                            lam_mode="frozen", action_mode="add", temporal_pos="learned",
-                           lam_input="pixels", tok_temporal="", copy_gate=False,
-                           tie_embeddings=False)
+                           lam_input="pixels", tok_temporal="", copy_gate=False)
     base.pick(base.LAM_MODES, "lam_mode", knobs.lam_mode)
     base.pick(("token", "add"), "action_mode", knobs.action_mode)
     c = base.get_base("tiny")  # the tokenizer's frames (4-frame windows) and optimizer
@@ -58,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     shape = base.DYNAMICS["tiny"]
     c.model = base.dynamics_model(tok, c.lam.model, shape, knobs.action_mode, knobs.temporal_pos,
-                                  knobs.copy_gate, knobs.tie_embeddings)
+                                  knobs.copy_gate)
     if knobs.lam_mode == "true_actions":  # the ablation: recorded actions, no LAM
         c.model.num_actions = base.TRUE_ACTIONS["coinrun"]
     c.loss = base.dynamics_loss(base.SCHEDULE["tiny"]["restart_dead_after"])

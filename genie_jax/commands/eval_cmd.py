@@ -2,7 +2,7 @@
 
   genie-jax eval --workdir=runs/dyn [--out=runs/dyn/eval] [--episodes=32] [--clips_per_episode=1]
       [--rollout_frames=10]
-      [--prompt_frames=1] [--seed=0] [--split=test] [--steps=S] [--temperature=X] [--copy_bias=B]
+      [--prompt_frames=1] [--seed=0] [--split=test] [--steps=S] [--temperature=X]
 
 Writes eval.json, psnr_per_step.png, rollouts.png and rollouts.gif into --out.
 """
@@ -26,9 +26,6 @@ _SPLIT = flags.DEFINE_string("split", "test", "held-out split of the run's data 
 _BATCH = flags.DEFINE_integer("batch_size", 8, "clips rolled out at once")
 _STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
 _TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
-_COPY_BIAS = flags.DEFINE_float(
-    "copy_bias", None, "added to the logit of each patch's previous token while sampling "
-    "(default: the run's sampling.copy_bias, else 0)")
 _DELTA_T = flags.DEFINE_integer("delta_t", 4, "generated frame at which delta-PSNR is reported")
 _CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default: newest)")
 
@@ -43,8 +40,7 @@ def main(argv):
                             rollout_frames=_ROLLOUT.value,
                             prompt_frames=_PROMPT.value, seed=_SEED.value, split=_SPLIT.value,
                             batch_size=_BATCH.value, delta_t=_DELTA_T.value, steps=_STEPS.value,
-                            temperature=_TEMP.value, step=_CKPT.value,
-                            copy_bias=_COPY_BIAS.value)
+                            temperature=_TEMP.value, step=_CKPT.value)
     results, artifacts = evaluate(_WORKDIR.value, settings, log=lambda m: print(m, flush=True))
     out = _OUT.value or os.path.join(_WORKDIR.value, "eval")
     paths = write_outputs(out, results, artifacts)

@@ -18,10 +18,6 @@ actions[:, :t] only. `action_mode`:
   'rope'     rotary positions in the temporal attention (relative: only frame distances matter),
              so the sampler's temporal KV cache survives a slide of its buffer
              (models/st_transformer.py, sampling.py)
-`tie_embeddings` (default off): the logits are the final features against the input token
-table (plus a bias), as MaskGIT's and BERT's heads, instead of a separate output layer. A token
-is then read and written with one vector, so copying a patch's previous token needs no second,
-separately learned map back to the vocabulary.
 `copy_gate` (default off): a learned, per-token gate adds to the logit of the token that the
 same patch held in the previous frame (when it is not masked). Half of CoinRun's tokens repeat
 from frame to frame; without it the transformer must learn to copy through attention and a
@@ -65,7 +61,6 @@ class Dynamics(TransformerFields):
     action_mode: str = "token"
     temporal_pos: str = "learned"
     copy_gate: bool = False
-    tie_embeddings: bool = False
 
     @property
     def mask_id(self) -> int:
@@ -137,13 +132,7 @@ class Dynamics(TransformerFields):
             temporal_window=temporal_window)
         if self.action_mode == "token":
             x_BTND = x_BTND[:, :, 1:]
-        if self.tie_embeddings:  # the input table read back: a code's logit is h . embed(code)
-            bias_V = self.param("logits_bias", nn.with_logical_partitioning(
-                nn.initializers.zeros, ("vocab",)), (self.num_codes,), pdt)
-            logits_BTNV = jnp.einsum("btnd,vd->btnv", x_BTND,
-                                     tok_emb_VD[:self.num_codes].astype(dt)) + bias_V.astype(dt)
-        else:
-            logits_BTNV = dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)
+        logits_BTNV = dense(self.num_codes, "embed", "vocab", dt, pdt, "to_logits")(x_BTND)
         if self.copy_gate:
             logits_BTNV = self._copy_logits(logits_BTNV, x_BTND, tokens_BTN, kv_slot,
                                             prev_tokens_BN)

@@ -108,26 +108,3 @@ def test_copy_gate_raises_only_the_previous_frames_token():
                 if int(tokens[b, t - 1, n]) < V:
                     expect[b, t, n, int(tokens[b, t - 1, n])] = np.log(V)
     np.testing.assert_allclose(delta, expect, atol=1e-4)
-
-
-def test_tied_head_reads_logits_from_the_input_token_table():
-    # logits = features . token_embed[:V] + bias: no separate output layer, and a code's input
-    # and output vectors are one. The mask row (id V) is never a logit.
-    tied = _model("add").clone(tie_embeddings=True)
-    tokens, actions = _inputs()
-    v = nn.unbox(jax.jit(tied.init)(jax.random.PRNGKey(0), tokens, actions))
-    p = v["params"]
-    assert "to_logits" not in p and p["logits_bias"].shape == (V,)
-    assert p["token_embed"].shape == (V + 1, 16)
-    bias = jnp.arange(V, dtype=jnp.float32) * 0.1
-    v = {"params": {**p, "logits_bias": bias}}
-    logits = jitted_apply(tied)(v, tokens, actions)
-    assert logits.shape == (2, T, N, V)
-    # Doubling the code vectors (not the mask row) doubles the logits less the bias; the features
-    # move too (inputs are the same table), so compare on an all-masked input, where they do not.
-    masked = jnp.full_like(tokens, tied.mask_id)
-    base = jitted_apply(tied)(v, masked, actions) - bias
-    emb = p["token_embed"].at[:V].multiply(2.0)
-    twice = jitted_apply(tied)({"params": {**v["params"], "token_embed": emb}}, masked, actions)
-    np.testing.assert_allclose(np.asarray(twice - bias), 2.0 * np.asarray(base), rtol=1e-4,
-                               atol=1e-5)
