@@ -16,6 +16,11 @@ On these clips:
                 actions
   controllability  delta-PSNR per step = mean over clips of PSNR(inferred) - PSNR(random);
                 reported at t = `delta_t` generated frames (4, as Genie)
+  shuffled      (latent-action runs) the same rollout with the batch's own inferred actions
+                shuffled over clips and steps: the codes as often as the LAM gives them, at the
+                wrong times. Uniform random actions also feed codes the LAM rarely gives; a world
+                that only breaks down on those scores a delta-PSNR against uniform actions but
+                not against shuffled ones (controllability.delta_psnr_shuffled)
   true_actions  the same rollout driven by the clip's TRUE actions: for a latent-action run,
                 through the run's fitted action map (WORKDIR/action_map.json, `genie-jax
                 actions fit`: game control -> latent id), on the clips whose rollout actions
@@ -331,9 +336,9 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     tok_psnr, tok_ssim, tok_counts = [], [], np.zeros(tok.num_codes)
     latent = np.zeros((C, clip_len - 1), np.int64)
     roll = {f"{m}_{tag}": np.full((C, S), np.nan) for m in ("psnr", "ssim")
-            for tag in ("inf", "true", "rand", "repeat", "repeat_tokens")}
+            for tag in ("inf", "true", "rand", "shuf", "repeat", "repeat_tokens")}
     G = min(s.grid_clips, C)
-    shown = {"inf": [], "true": [], "rand": []}
+    shown = {"inf": [], "true": [], "rand": [], "shuf": []}
     for b0 in range(0, C, B):
         n = min(B, C - b0)
         fr = jnp.asarray(_pad_batch(frames_all[b0:b0 + n], B))
@@ -351,6 +356,9 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
             codes = infer_actions_windowed(wm.infer_actions, fr, lam_window)
             latent[b0:b0 + n] = codes[:n]
             conditions.append(("inf", codes[:, K - 1:K - 1 + S]))
+            own = np.asarray(codes[:n, K - 1:K - 1 + S])
+            perm = np.random.default_rng(s.seed + 2 + b0).permutation(own.size)
+            conditions.append(("shuf", _pad_batch(own.reshape(-1)[perm].reshape(own.shape), B)))
             prompt_acts = codes[:, :K - 1]  # also the prompt of the true-action rollout
         else:
             prompt_acts = tb[:, :K - 1]
@@ -384,6 +392,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     psnr_inf, psnr_rand = per_step_mean(main_psnr), per_step_mean(roll["psnr_rand"])
     ssim_inf, ssim_rand = per_step_mean(main_ssim), per_step_mean(roll["ssim_rand"])
     dpsnr = delta_psnr_per_step(main_psnr, roll["psnr_rand"])
+    dpsnr_shuf = delta_psnr_per_step(main_psnr, roll["psnr_shuf"]) if has_lam else None
     true_tr = true_all[:, :-1]  # actions[t]: transition t -> t+1, as the latent a_t
     has_true = bool(np.any(true_tr >= 0)) and has_lam
     true_section = None
@@ -432,7 +441,10 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                     "random_actions": {"psnr": float(np.mean(roll["psnr_rand"])),
                                        "ssim": float(np.mean(roll["ssim_rand"])),
                                        "psnr_per_step": psnr_rand, "ssim_per_step": ssim_rand,
-                                       **_pooled(roll["psnr_rand"])}},
+                                       **_pooled(roll["psnr_rand"])},
+                    "shuffled_actions": ({"psnr": float(np.mean(roll["psnr_shuf"])),
+                                          "psnr_per_step": per_step_mean(roll["psnr_shuf"]),
+                                          **_pooled(roll["psnr_shuf"])} if has_lam else None)},
         "repeat_last_frame": {"psnr": float(np.mean(roll["psnr_repeat"])),
                               "ssim": float(np.mean(roll["ssim_repeat"])),
                               "psnr_per_step": per_step_mean(roll["psnr_repeat"]),
@@ -442,7 +454,10 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                                "psnr_per_step": per_step_mean(roll["psnr_repeat_tokens"]),
                                **_pooled(roll["psnr_repeat_tokens"])},
         "controllability": {"t": s.delta_t, "delta_psnr": value_at_step(dpsnr, s.delta_t),
-                            "delta_psnr_per_step": dpsnr},
+                            "delta_psnr_per_step": dpsnr,
+                            "delta_psnr_shuffled": (None if dpsnr_shuf is None else
+                                                    value_at_step(dpsnr_shuf, s.delta_t)),
+                            "delta_psnr_shuffled_per_step": dpsnr_shuf},
         "true_actions": true_section,
         "action_nmi": (dict(action_nmi(latent, true_tr, coinrun), coinrun=coinrun)
                        if has_true else None),

@@ -74,6 +74,11 @@ def test_eval_reports_true_action_rollouts_probe_and_repeat_baseline(runs):
     # the LAM-driven numbers do not change when the map appears
     assert r["rollout"]["psnr_per_step"] == pytest.approx(r0["rollout"]["psnr_per_step"])
     assert r["rollout"]["actions"] == "lam"
+    # the inferred actions shuffled over clips and steps: a delta-PSNR of its own
+    sh, c = r["rollout"]["shuffled_actions"], r["controllability"]
+    assert len(sh["psnr_per_step"]) == 5 and sh["pooled_psnr"] <= sh["psnr"] + 1e-9
+    assert c["delta_psnr_shuffled"] == pytest.approx(
+        r["rollout"]["psnr_per_step"][3] - sh["psnr_per_step"][3], abs=1e-6)
 
     # repeat-last-frame baseline, recomputed from the same clips
     wm_cfg = _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam}")
@@ -113,6 +118,8 @@ def test_true_action_dynamics_trains_and_evaluates(runs, tmp_path):
     save_fake_run(dyn, cfg)
     r, _ = evaluate(dyn, EvalSettings(**SETTINGS), log=lambda m: None)
     assert r["rollout"]["actions"] == "true" and r["lam"] is None
+    assert r["rollout"]["shuffled_actions"] is None  # no inferred actions to shuffle
+    assert r["controllability"]["delta_psnr_shuffled"] is None
     assert r["action_nmi"] is None and r["action_probe"] is None
     assert r["action_effect"] is None  # no LAM
     t = r["true_actions"]
