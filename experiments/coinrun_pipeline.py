@@ -62,6 +62,9 @@ def _headline(eval_json: str) -> dict:
         "rollout_psnr": r["rollout"]["psnr"],
         "rollout_psnr_random_actions": r["rollout"]["random_actions"]["psnr"],
         "delta_psnr_t4": r["controllability"]["delta_psnr"],
+        "delta_psnr_t4_shuffled": r["controllability"].get("delta_psnr_shuffled"),
+        "rollout_pooled_psnr": r["rollout"].get("pooled_psnr"),
+        "still_image_pooled_psnr": r["repeat_last_frame"].get("pooled_psnr"),
         "lam_code_usage": r["lam"]["code_usage"],
         "action_nmi": nmi.get("nmi"), "action_class_nmi": nmi.get("class_nmi"),
     }

@@ -22,6 +22,8 @@ def test_smoke_pipeline_runs_every_stage_and_reports(tmp_path):
     assert list(summary["seconds"]) == ["data", "tokenizer", "lam", "dynamics", "eval", "sample"]
     h = summary["heldout"]
     assert 0 < h["tokenizer_psnr"] < 100 and h["action_class_nmi"] is not None
+    assert h["delta_psnr_t4_shuffled"] is not None
+    assert 0 < h["rollout_pooled_psnr"] < 100 and 0 < h["still_image_pooled_psnr"] <= 100
     for f in ("eval/eval.json", "eval/rollouts.gif", "eval/psnr_per_step.png", "rollout.gif"):
         assert (root / f).stat().st_size > 0
     # rerunning resumes: every stage is already done, so nothing retrains
