@@ -224,6 +224,13 @@ def _pooled(psnr_CS) -> dict:
             "pooled_psnr_per_step": pooled_psnr(psnr_CS, axis=0)}
 
 
+def _rollout_section(roll: dict, tag: str) -> dict:
+    """Mean and per-step PSNR/SSIM of one rollout condition's [clips, steps] arrays, and pooled."""
+    p, q = roll[f"psnr_{tag}"], roll[f"ssim_{tag}"]
+    return {"psnr": float(np.mean(p)), "ssim": float(np.mean(q)),
+            "psnr_per_step": per_step_mean(p), "ssim_per_step": per_step_mean(q), **_pooled(p)}
+
+
 def _pad_batch(x: np.ndarray, B: int) -> np.ndarray:
     if len(x) == B:
         return x
@@ -338,7 +345,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     roll = {f"{m}_{tag}": np.full((C, S), np.nan) for m in ("psnr", "ssim")
             for tag in ("inf", "true", "rand", "shuf", "repeat", "repeat_tokens")}
     G = min(s.grid_clips, C)
-    shown = {"inf": [], "true": [], "rand": [], "shuf": []}
+    shown = {"inf": [], "true": [], "rand": []}  # the conditions the grid and GIF show
     for b0 in range(0, C, B):
         n = min(B, C - b0)
         fr = jnp.asarray(_pad_batch(frames_all[b0:b0 + n], B))
@@ -372,7 +379,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
             p, q = metric_fn(gen, real)
             roll[f"psnr_{tag}"][b0:b0 + n] = np.asarray(p)[:n]
             roll[f"ssim_{tag}"][b0:b0 + n] = np.asarray(q)[:n]
-            if b0 < G:  # keep the first G clips for the grid
+            if b0 < G and tag in shown:  # keep the first G clips for the grid
                 shown[tag].append(np.asarray(gen[:n]))
         # the trivial baseline: the last prompt frame, repeated
         still = jnp.broadcast_to(to_unit_float(prompt[:, -1:]), real.shape)
@@ -390,7 +397,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
 
     main_psnr, main_ssim = roll[f"psnr_{main_tag}"], roll[f"ssim_{main_tag}"]
     psnr_inf, psnr_rand = per_step_mean(main_psnr), per_step_mean(roll["psnr_rand"])
-    ssim_inf, ssim_rand = per_step_mean(main_ssim), per_step_mean(roll["ssim_rand"])
+    ssim_inf = per_step_mean(main_ssim)
     dpsnr = delta_psnr_per_step(main_psnr, roll["psnr_rand"])
     dpsnr_shuf = delta_psnr_per_step(main_psnr, roll["psnr_shuf"]) if has_lam else None
     true_tr = true_all[:, :-1]  # actions[t]: transition t -> t+1, as the latent a_t
@@ -438,13 +445,8 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                     "psnr": float(np.mean(main_psnr)),
                     "ssim": float(np.mean(main_ssim)),
                     "psnr_per_step": psnr_inf, "ssim_per_step": ssim_inf, **_pooled(main_psnr),
-                    "random_actions": {"psnr": float(np.mean(roll["psnr_rand"])),
-                                       "ssim": float(np.mean(roll["ssim_rand"])),
-                                       "psnr_per_step": psnr_rand, "ssim_per_step": ssim_rand,
-                                       **_pooled(roll["psnr_rand"])},
-                    "shuffled_actions": ({"psnr": float(np.mean(roll["psnr_shuf"])),
-                                          "psnr_per_step": per_step_mean(roll["psnr_shuf"]),
-                                          **_pooled(roll["psnr_shuf"])} if has_lam else None)},
+                    "random_actions": _rollout_section(roll, "rand"),
+                    "shuffled_actions": _rollout_section(roll, "shuf") if has_lam else None},
         "repeat_last_frame": {"psnr": float(np.mean(roll["psnr_repeat"])),
                               "ssim": float(np.mean(roll["ssim_repeat"])),
                               "psnr_per_step": per_step_mean(roll["psnr_repeat"]),
