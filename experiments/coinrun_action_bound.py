@@ -20,7 +20,8 @@ from absl import app, flags
 
 _DATA = flags.DEFINE_string("data", None, "CoinRun dataset folder (`genie-jax data coinrun`)")
 _SPLIT = flags.DEFINE_string("split", "test", "split to analyse")
-_WORKDIR = flags.DEFINE_string("workdir", None, "dynamics run whose LAM to score (optional)")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                                "a pixel LAM run, or a dynamics run whose LAM, to score (optional)")
 _EPISODES = flags.DEFINE_integer("episodes", 0, "first N episodes of the split (0: all)")
 _OUT = flags.DEFINE_string("out", None, "JSON output path (optional)")
 
@@ -33,7 +34,7 @@ def main(argv):
     from genie_jax.data.games import ensure_procgen_venv, probe_coinrun_episode
     from genie_jax.data.shards import open_source
     from genie_jax.errors import UserError
-    from genie_jax.evaluation import infer_actions_windowed, load_world_model
+    from genie_jax.evaluation import infer_actions_windowed, load_lam_inference
 
     if not _DATA.value:
         raise app.UsageError("--data is required")
@@ -43,12 +44,9 @@ def main(argv):
         raise UserError(f"--data={_DATA.value}: cannot open split {_SPLIT.value!r}: {e}") from None
     lengths = np.asarray(source.episode_lengths())
     n_eps = len(lengths) if _EPISODES.value <= 0 else min(_EPISODES.value, len(lengths))
-    wm = window = None
+    infer = window = None
     if _WORKDIR.value:
-        wm = load_world_model(_WORKDIR.value)
-        if "lam" not in wm.params:
-            raise UserError(f"--workdir={_WORKDIR.value}: this run has no LAM to score")
-        window = max(2, min(wm.lam.max_frames, 4))
+        infer, window = load_lam_inference(_WORKDIR.value)
     python = ensure_procgen_venv()
     labels, codes = [], []
     for e in range(n_eps):
@@ -68,8 +66,8 @@ def main(argv):
             raise UserError(f"{_DATA.value} {_SPLIT.value} episode {e} (seed {meta.get('seed')}):"
                             " recording it again gave other frames or actions")
         labels.append(transition_labels(outcomes[:T - 1], actions[:T - 1]))
-        if wm is not None:
-            codes.append(infer_actions_windowed(wm.infer_actions, real[None], window)[0])
+        if infer is not None:
+            codes.append(infer_actions_windowed(infer, real[None], window)[0])
         print(f"episode {e}: {T} frames", file=sys.stderr, flush=True)
     if not labels:
         raise UserError(f"{_DATA.value} {_SPLIT.value}: no episode of 2 or more frames")

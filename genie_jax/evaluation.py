@@ -280,6 +280,31 @@ def load_world_model(workdir: str, *, steps=None, temperature=None, step=None):
         raise UserError(f"{workdir}: not a usable dynamics run ({type(e).__name__}: {e})") from None
 
 
+def load_lam_inference(workdir: str):
+    """-> (frames [B, w, ...] -> latent action codes [B, w-1], the window w) of a pixel LAM run,
+    or of the LAM a dynamics run uses. Windows of at most 4 frames, the LAM's training length."""
+    from genie_jax.runs import Run, abstract_variables
+    from genie_jax.stages.dynamics import lam_actions
+    from genie_jax.stages.lam import build_lam
+    from genie_jax.stages.video_vq import params_init
+
+    run = Run(workdir, "workdir")
+    if run.config().get("stage") != "lam":
+        wm = load_world_model(workdir)
+        if "lam" not in wm.params:
+            raise UserError(f"{workdir}: this run has no LAM")
+        return wm.infer_actions, max(2, min(wm.lam.max_frames, 4))
+    cfg = run.config(stage="lam")
+    if cfg.model.get("input", "pixels") != "pixels":
+        raise UserError(f"{workdir}: a token-input LAM reads a tokenizer; pass a dynamics "
+                        "run that uses it")
+    lam = build_lam(cfg.model)
+    H, W = lam.image_size
+    frames = jax.ShapeDtypeStruct((1, 2, H, W, lam.channels), np.uint8)
+    params, _ = run.restore(abstract_variables(params_init(lam), frames))
+    return jax.jit(lambda f: lam_actions(lam, params, f)), max(2, min(lam.max_frames, 4))
+
+
 def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dict]:
     """-> (results: JSON-able numbers and settings, artifacts: arrays for the plot/grid)."""
     from genie_jax.sampling import rollout

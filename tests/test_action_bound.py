@@ -65,3 +65,30 @@ def test_script_records_episodes_again_and_reports(tmp_path):
     bad = subprocess.run([sys.executable, script, f"--data={tmp_path / 'nope'}"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nope" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_lam_inference_reads_a_lam_run_or_a_dynamics_runs_lam(tmp_path):
+    """The script scores a LAM run on its own (no dynamics needed) or the LAM a dynamics run
+    uses; both give that LAM's codes."""
+    import jax
+    from genie_jax.errors import UserError
+    from genie_jax.evaluation import load_lam_inference
+    from genie_jax.stages.lam import build_lam
+    from genie_jax.stages.dynamics import lam_actions
+    from tests.stages.helpers import frames_batch, save_fake_pipeline, test_config
+
+    dyn = save_fake_pipeline(tmp_path)
+    lam_dir = str(tmp_path / "lam")
+    cfg = test_config("lam")
+    frames = frames_batch(2, 4, cfg.model.image_size[0])
+    infer, window = load_lam_inference(lam_dir)
+    codes = np.asarray(infer(frames))
+    assert window == 4 and codes.shape == (2, 3)
+    from tests.stages.helpers import save_fake_run
+    params = save_fake_run(str(tmp_path / "lam2"), cfg)  # the same init: the same params
+    want = np.asarray(jax.jit(lambda f: lam_actions(build_lam(cfg.model), params, f))(frames))
+    np.testing.assert_array_equal(codes, want)
+    via_dyn, _ = load_lam_inference(dyn)
+    np.testing.assert_array_equal(np.asarray(via_dyn(frames)), want)
+    with pytest.raises(UserError, match="does not exist"):
+        load_lam_inference(str(tmp_path / "nope"))

@@ -142,10 +142,21 @@ class LatentActionModel(VideoVQModel):
 
 
 def lam_loss(pred_BTHWC: jax.Array, frames_BTHWC: jax.Array, aux: dict,
-             vq_weight: float = 1.0) -> tuple[jax.Array, dict]:
-    """Pixel MSE of the next-frame predictions plus the VQ loss. Pure; -> (loss, metrics)."""
+             vq_weight: float = 1.0, change_weight: float = 0.0) -> tuple[jax.Array, dict]:
+    """Pixel MSE of the next-frame predictions plus the VQ loss. Pure; -> (loss, metrics).
+
+    change_weight c > 0 weights each pixel's error by 1 + c |x_{t+1} - x_t| (channel mean,
+    normalised to mean weight 1): the few pixels an action moves count more than the many it
+    leaves alone."""
     target = to_unit_float(frames_BTHWC[:, 1:])
-    mse = jnp.mean(jnp.square(pred_BTHWC - target))
-    loss = mse + vq_weight * aux["vq_loss"]
+    sq = jnp.square(pred_BTHWC - target)
+    mse = jnp.mean(sq)
+    fit = mse
+    if change_weight > 0:
+        change = jnp.mean(jnp.abs(target - to_unit_float(frames_BTHWC[:, :-1])), axis=-1,
+                          keepdims=True)
+        w = 1.0 + change_weight * jax.lax.stop_gradient(change)
+        fit = jnp.mean(sq * w) / jnp.mean(w)
+    loss = fit + vq_weight * aux["vq_loss"]
     return loss, {"lam_mse": mse, "lam_vq_loss": aux["vq_loss"],
                   "lam_perplexity": aux["perplexity"], "lam_batch_code_usage": aux["batch_usage"]}

@@ -57,7 +57,8 @@ class LamStage(VideoVQStage):
     def loss(self, params, frozen, model_state, batch, rng):
         (pred, _, aux), new_state = self.apply_train(params, model_state, batch["frames"], rng,
                                                      self._tokens(frozen, batch["frames"]))
-        loss, metrics = lam_loss(pred, batch["frames"], aux, self.config.loss.vq_weight)
+        loss, metrics = lam_loss(pred, batch["frames"], aux, self.config.loss.vq_weight,
+                                 self.config.loss.get("change_weight", 0.0))
         target = to_unit_float(batch["frames"][:, 1:])
         metrics["psnr"] = jnp.mean(psnr(jnp.clip(pred, 0, 1), target))
         return loss, (metrics, new_state)

@@ -68,3 +68,26 @@ def test_decoder_prediction_of_frame_t_plus_1_uses_only_frames_le_t_and_a_le_t()
     pred3 = apply(v, ctx, q.at[:, 1].set(-q[:, 1]), method=LatentActionModel.decode)
     np.testing.assert_allclose(pred3[:, :1], pred[:, :1], atol=1e-5)
     assert float(jnp.max(jnp.abs(pred3[:, 1] - pred[:, 1]))) > 1e-4
+
+
+def test_change_weight_counts_errors_where_the_frame_changed():
+    """change_weight 0 is the plain MSE; with c > 0 an error on a pixel that changed between
+    frames t and t+1 costs more than the same error on a pixel that did not."""
+    frames = jnp.zeros((1, 2, 4, 4, 3), jnp.uint8).at[:, 1, 0, 0].set(255)  # one pixel changes
+    target = frames[:, 1:].astype(jnp.float32) / 255.0
+    aux = {"vq_loss": jnp.zeros(()), "perplexity": jnp.ones(()), "batch_usage": jnp.ones(())}
+    at_change = target.at[:, :, 0, 0].add(-0.5)    # the error on the changed pixel
+    elsewhere = target.at[:, :, 3, 3].add(0.5)     # the same error on a still one
+    for pred in (at_change, elsewhere):
+        plain, m = lam_loss(pred, frames, aux)
+        np.testing.assert_allclose(float(plain), float(m["lam_mse"]), rtol=1e-6)
+        np.testing.assert_allclose(float(lam_loss(pred, frames, aux, change_weight=0.0)[0]),
+                                   float(plain), rtol=1e-6)
+    w_change = float(lam_loss(at_change, frames, aux, change_weight=20.0)[0])
+    w_still = float(lam_loss(elsewhere, frames, aux, change_weight=20.0)[0])
+    # weights 21 and 1 over 16 pixels (mean 2.25): 0.25 * 21 / 16 / 2.25 and 0.25 / 16 / 2.25
+    np.testing.assert_allclose(w_change, 0.25 * 21 / 16 / 2.25, rtol=1e-5)
+    np.testing.assert_allclose(w_still, 0.25 / 16 / 2.25, rtol=1e-5)
+    # the reported lam_mse stays the plain MSE
+    np.testing.assert_allclose(float(lam_loss(at_change, frames, aux, change_weight=20.0)[1]
+                                     ["lam_mse"]), 0.25 / 16, rtol=1e-5)
