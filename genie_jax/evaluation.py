@@ -27,7 +27,9 @@ On these clips:
                 all have a mapped control; for a run trained on true actions
                 (lam.mode=true_actions), the recorded actions themselves (then this is also the
                 main rollout). Its delta-PSNR against random actions is the control a player
-                feels.
+                feels; for a latent-action run also against the shuffled inferred ones
+                (true_actions.delta_psnr_shuffled: uniform draws of codes the LAM rarely
+                gives flatter the first)
   repeat_last_frame  the trivial baseline: PSNR of repeating the last prompt frame, per step
   pooled_psnr[_per_step]  beside each mean PSNR: the PSNR of the squared errors pooled over
                 clips (metrics.pooled_psnr). A clip whose frame did not change gives the still
@@ -438,6 +440,10 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                         "random_actions_psnr_per_step": per_step_mean(rp),
                         "delta_psnr": value_at_step(tdelta, s.delta_t),
                         "delta_psnr_per_step": tdelta}
+        if has_lam:  # the controls against the world's own codes at the wrong times
+            sdelta = delta_psnr_per_step(tp, roll["psnr_shuf"][true_ok])
+            true_section.update(delta_psnr_shuffled=value_at_step(sdelta, s.delta_t),
+                                delta_psnr_shuffled_per_step=sdelta)
     tok_use, lam_use = codebook_usage(tok_counts), codebook_usage(lam_counts)
     effects = None
     if has_lam:  # clips have >= 2 frames (_check_settings)

@@ -99,6 +99,16 @@ def test_eval_reports_true_action_rollouts_probe_and_repeat_baseline(runs):
     # the clips the map could drive: every rollout action's control has a latent (DOWN has none)
     drivable = np.all(actions[:, :5] != 4, axis=1)
     assert t["clips"] == int(drivable.sum())
+    assert len(t["delta_psnr_shuffled_per_step"]) == 5 and np.isfinite(t["delta_psnr_shuffled"])
+    # a map of all 5 moves drives every clip: the controls against the shuffled inferred actions
+    # is then the difference of the two whole rollouts
+    ActionMap(names=ACTION_NAMES[:5], latent=(0, 1, 1, 2, 3), keys={}, source="fit",
+              num_actions=6).save(dyn)
+    r2, _ = evaluate(dyn, s, log=lambda m: None)
+    t2, sh2 = r2["true_actions"], r2["rollout"]["shuffled_actions"]
+    assert t2["clips"] == 3
+    assert t2["delta_psnr_shuffled"] == pytest.approx(
+        t2["psnr_per_step"][3] - sh2["psnr_per_step"][3], abs=1e-6)
 
 
 def test_true_action_dynamics_trains_and_evaluates(runs, tmp_path):

@@ -55,7 +55,10 @@ def main(argv):
     t = r['controllability']['t']
     true_txt = "" if true is None else (f"; true actions ({true['source']}, {true['clips']} "
                                         f"clips) PSNR {true['psnr']:.2f}, delta-PSNR@{t} "
-                                        f"{_fmt(true['delta_psnr'])}")
+                                        f"{_fmt(true['delta_psnr'])}"
+                                        + ("" if true.get("delta_psnr_shuffled") is None else
+                                           f" (against shuffled actions "
+                                           f"{_fmt(true['delta_psnr_shuffled'])})"))
     shuf = r["controllability"].get("delta_psnr_shuffled")
     shuf_txt = "" if shuf is None else f" (against shuffled actions {_fmt(shuf)})"
     lam_txt = "" if r["lam"] is None else f"; LAM usage {r['lam']['code_usage']:.2f}"
