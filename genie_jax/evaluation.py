@@ -285,26 +285,30 @@ def load_world_model(workdir: str, *, steps=None, temperature=None, step=None):
 def load_lam_inference(workdir: str):
     """-> (frames [B, w, ...] -> latent action codes [B, w-1], the window w) of a pixel LAM run,
     or of the LAM a dynamics run uses. Windows of at most 4 frames, the LAM's training length."""
-    from genie_jax.runs import Run, abstract_variables
+    import ml_collections
+    from genie_jax.runs import Run
+    from genie_jax.stages.base import load_frozen
     from genie_jax.stages.dynamics import lam_actions
     from genie_jax.stages.lam import build_lam
-    from genie_jax.stages.video_vq import params_init
+    from genie_jax.stages.video_vq import frozen_run
 
-    run = Run(workdir, "workdir")
-    if run.config().get("stage") != "lam":
+    cfg = Run(workdir, "workdir").config()
+    if cfg.get("stage") == "lam":
+        if cfg.model.get("input", "pixels") != "pixels":
+            raise UserError(f"{workdir}: a token-input LAM reads a tokenizer; pass a dynamics "
+                            "run that uses it")
+        lam = build_lam(cfg.model)
+        # the run as a frozen input, as a dynamics stage reads it (its meta checked)
+        fi = frozen_run("lam", ml_collections.ConfigDict(dict(workdir=workdir, model=cfg.model)),
+                        lam, cfg.model)
+        params = load_frozen({"lam": fi}, {"lam": fi.abstract()})["lam"]
+        infer = jax.jit(lambda f: lam_actions(lam, params, f))
+    else:
         wm = load_world_model(workdir)
         if "lam" not in wm.params:
             raise UserError(f"{workdir}: this run has no LAM")
-        return wm.infer_actions, max(2, min(wm.lam.max_frames, 4))
-    cfg = run.config(stage="lam")
-    if cfg.model.get("input", "pixels") != "pixels":
-        raise UserError(f"{workdir}: a token-input LAM reads a tokenizer; pass a dynamics "
-                        "run that uses it")
-    lam = build_lam(cfg.model)
-    H, W = lam.image_size
-    frames = jax.ShapeDtypeStruct((1, 2, H, W, lam.channels), np.uint8)
-    params, _ = run.restore(abstract_variables(params_init(lam), frames))
-    return jax.jit(lambda f: lam_actions(lam, params, f)), max(2, min(lam.max_frames, 4))
+        lam, infer = wm.lam, wm.infer_actions
+    return infer, max(2, min(lam.max_frames, 4))
 
 
 def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dict]:

@@ -75,7 +75,7 @@ def test_lam_inference_reads_a_lam_run_or_a_dynamics_runs_lam(tmp_path):
     from genie_jax.evaluation import load_lam_inference
     from genie_jax.stages.lam import build_lam
     from genie_jax.stages.dynamics import lam_actions
-    from tests.stages.helpers import frames_batch, save_fake_pipeline, test_config
+    from tests.stages.helpers import frames_batch, save_fake_pipeline, save_fake_run, test_config
 
     dyn = save_fake_pipeline(tmp_path)
     lam_dir = str(tmp_path / "lam")
@@ -84,7 +84,6 @@ def test_lam_inference_reads_a_lam_run_or_a_dynamics_runs_lam(tmp_path):
     infer, window = load_lam_inference(lam_dir)
     codes = np.asarray(infer(frames))
     assert window == 4 and codes.shape == (2, 3)
-    from tests.stages.helpers import save_fake_run
     params = save_fake_run(str(tmp_path / "lam2"), cfg)  # the same init: the same params
     want = np.asarray(jax.jit(lambda f: lam_actions(build_lam(cfg.model), params, f))(frames))
     np.testing.assert_array_equal(codes, want)
