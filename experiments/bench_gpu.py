@@ -35,10 +35,12 @@ _OUT = flags.DEFINE_string("out", "bench_results/gpu.json", "where to write the 
 _STEPS = flags.DEFINE_integer("steps", 10, "timed train steps / sampler steps per row")
 _PEAK = flags.DEFINE_float("peak_tflops", 989.0, "dense bf16 peak of the chip, TFLOP/s")
 _PARTS = flags.DEFINE_list("parts", ["train", "sample"], "which rows to run")
-_TRAIN_ROWS = flags.DEFINE_list("train_rows", ["tokenizer:cudnn", "dynamics:xla"],
+_TRAIN_ROWS = flags.DEFINE_list("train_rows", ["tokenizer:cudnn", "dynamics:xla",
+                                               "dynamics:cudnn"],
                                 "train rows, stage:attention (xla|cudnn); the H200 run found the "
                                 "tokenizer's XLA attention out of memory and cuDNN refusing the "
-                                "dynamics' 257-token frames")
+                                "dynamics' 257-token frames (now padded to 264 under cuDNN: "
+                                "st_transformer.full_attention)")
 _SIZE = flags.DEFINE_string("size", "coinrun", "config size (test: a seconds-long CPU dry run)")
 _MODEL_FLOPS = flags.DEFINE_bool("model_flops", True, "count model FLOPs (a CPU lowering; the "
                                   "same on every machine, so a short device run may skip it)")
@@ -182,15 +184,16 @@ def sample_opts(spec: str) -> dict:
     """'bfloat16:rope:unroll=5:tok=none:cast:prof' -> the sampler row's settings. dtype and
     temporal positions, then options: unroll=K MaskGIT steps per loop iteration, tok=none|causal
     (the tokenizer's temporal layout), cast (parameters stored in the compute dtype once, not
-    cast in every pass), prof (a profile of 3 steps)."""
+    cast in every pass), attn=cudnn|xla (jax.nn.dot_product_attention's implementation; default:
+    XLA's choice), prof (a profile of 3 steps)."""
     dtype, temporal_pos, *rest = spec.split(":")
     opts = {"dtype": dtype, "temporal_pos": temporal_pos, "unroll": 1, "tok": "",
-            "cast": False, "prof": False}
+            "cast": False, "attn": None, "prof": False}
     for o in rest:
         k, _, v = o.partition("=")
         if k not in opts or k in ("dtype", "temporal_pos"):
             raise ValueError(f"sampler row {spec!r}: unknown option {k!r}")
-        opts[k] = int(v) if k == "unroll" else (v if k == "tok" else True)
+        opts[k] = int(v) if k == "unroll" else (v if k in ("tok", "attn") else True)
     return opts
 
 
@@ -201,7 +204,7 @@ def sample_row(spec: str, steps: int, size: str, frame_flops: float = 0.0,
     from experiments.bench_lib import bench_config, random_world_model
     o = sample_opts(spec)
     cfg = bench_config(size, 64, o["temporal_pos"], tok_temporal=o["tok"])
-    _set_models(cfg, dtype=o["dtype"])
+    _set_models(cfg, dtype=o["dtype"], attention_impl=o["attn"])
     wm = random_world_model(cfg, steps=25, temperature=2.0, unroll=o["unroll"],
                             cast_params=o["cast"])
     prompt = np.random.default_rng(0).integers(0, 255, (1, 1, 64, 64, 3), dtype=np.uint8)

@@ -7,15 +7,16 @@
 # (tok=none rows: scale their printed MFU by 0.726).
 # Seen on an H100 (2026-11-27): after a profiled row, the next row in the same process did not
 # finish within minutes (twice; cause not found), so each process profiles last.
+# attn=cudnn: cuDNN fused attention (frames padded 257 -> 264), fewer kernels per pass.
 out=${1:-bench_results}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv 2>/dev/null
 b="python3 experiments/bench_gpu.py --parts=sample --size=${SIZE:-coinrun} --steps=${STEPS:-30}"
 f=--frame_flops=1.024e12
-timeout 200 $b $f --out="$out/sample_default.json" --sample_rows=bfloat16:rope,\
+timeout 240 $b $f --out="$out/sample_default.json" --sample_rows=bfloat16:rope,\
 bfloat16:rope:cast,bfloat16:rope:cast:tok=none,bfloat16:rope:cast:unroll=5,\
-bfloat16:rope:cast:tok=none:prof 2>&1 | grep -v "^[WI][0-9]"
+bfloat16:rope:cast:tok=none:attn=cudnn,bfloat16:rope:cast:tok=none:prof 2>&1 | grep -v "^[WI][0-9]"
 python3 - "$out" <<'PY'
 import json, glob, sys
 for p in sorted(glob.glob(sys.argv[1] + "/sample_*.json")):

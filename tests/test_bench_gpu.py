@@ -13,11 +13,12 @@ def test_sampler_rows_and_frame_flops_on_the_test_size(tmp_path):
     out = tmp_path / "gpu.json"
     subprocess.run([sys.executable, os.path.join(REPO, "experiments", "bench_gpu.py"),
                     "--size=test", "--parts=sample,flops", "--steps=3", "--frame_flops=1e9",
-                    "--sample_rows=float32:rope:unroll=5:cast,float32:rope:colour=red",
+                    "--sample_rows=float32:rope:unroll=5:cast:attn=xla,float32:rope:colour=red",
                     f"--out={out}"], check=True, cwd=REPO, capture_output=True, timeout=600)
     rows = json.loads(out.read_text())["rows"]
     sample, bad, flops, bad_flops = rows
     assert sample["traces"] == 1 and sample["unroll"] == 5 and sample["cast"] is True
+    assert sample["attn"] == "xla"
     assert sample["maskgit_steps"] == 25
     assert 0 < sample["p50_ms"] <= sample["p95_ms"] and sample["mfu"] > 0
     assert "colour" in bad["error"] and "colour" in bad_flops["error"]

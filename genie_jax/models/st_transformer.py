@@ -2,7 +2,10 @@
 
 Each block is pre-norm: x += SpatialAttn(LN(x)); x += CausalTemporalAttn(LN(x)); x += MLP(LN(x)).
 Attention goes through jax.nn.dot_product_attention so the backend can pick a fused kernel
-(`attention_impl`: None lets XLA choose, 'cudnn' asks for cuDNN flash attention on GPU).
+(`attention_impl`: None lets XLA choose, 'cudnn' asks for cuDNN flash attention on GPU). Under
+'cudnn', spatial attention pads each frame to a multiple of CUDNN_SEQ_MULTIPLE tokens
+(`full_attention`): cuDNN's fused kernel refuses odd lengths when training, and a dynamics frame
+is 256 patches plus its action token.
 
 Temporal KV cache (for the sampler). Causality means a frame's activations never depend on later
 frames, so when only frame t changes (MaskGIT steps) the keys/values of frames < t stay valid:
@@ -37,6 +40,28 @@ from genie_jax.models.layers import ACT_BTND, KERNEL_INIT, dense, layer_norm
 
 Dtype = Any
 ROPE_BASE = 10_000.0
+CUDNN_SEQ_MULTIPLE = 8  # cuDNN refused 257-token frames (RESULTS.md, first GPU figures)
+
+
+def full_attention(q_BLKE: jax.Array, k_BLKE: jax.Array, v_BLKE: jax.Array,
+                   implementation: str | None, pad_multiple: int | None = None) -> jax.Array:
+    """Non-causal attention over L. With pad_multiple (the default under 'cudnn'), the sequence
+    is zero-padded to a multiple of it, the padded keys are excluded by their true length, and
+    the padded queries' rows are dropped: the same output as the unpadded attention."""
+    if pad_multiple is None and implementation == "cudnn":
+        pad_multiple = CUDNN_SEQ_MULTIPLE
+    B, L = q_BLKE.shape[:2]
+    pad = -L % pad_multiple if pad_multiple else 0
+    if not pad:
+        return jax.nn.dot_product_attention(q_BLKE, k_BLKE, v_BLKE, implementation=implementation)
+    widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+    q_pad, k_pad, v_pad = (jnp.pad(a, widths) for a in (q_BLKE, k_BLKE, v_BLKE))
+    # Key lengths only: a padded query still sees the L real keys, so its (dropped) row stays
+    # finite and its zero cotangent cannot turn into NaN gradients.
+    out_BLKE = jax.nn.dot_product_attention(q_pad, k_pad, v_pad,
+                                            key_value_seq_lengths=jnp.full((B,), L, jnp.int32),
+                                            implementation=implementation)
+    return out_BLKE[:, :L]
 
 
 def rope_rotate(x_BLKE: jax.Array, pos_L: jax.Array) -> jax.Array:
@@ -115,10 +140,11 @@ class Attention(nn.Module):
                 out_BLKE = jax.nn.dot_product_attention(q_att, k_att, v_BLKE,
                                                         mask=band_LL[None, None],
                                                         implementation=self.attention_impl)
-            else:
-                out_BLKE = jax.nn.dot_product_attention(q_att, k_att, v_BLKE,
-                                                        is_causal=self.causal,
+            elif self.causal:
+                out_BLKE = jax.nn.dot_product_attention(q_att, k_att, v_BLKE, is_causal=True,
                                                         implementation=self.attention_impl)
+            else:
+                out_BLKE = full_attention(q_att, k_att, v_BLKE, self.attention_impl)
         w_out = self.param("out_kernel", nn.with_logical_partitioning(
             nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
                                              out_axis=2),
