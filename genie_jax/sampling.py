@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from genie_jax.errors import UserError
-from genie_jax.models.maskgit import ORDERS, mask_ratio, maskgit_decode_frame
+from genie_jax.models.maskgit import ORDERS, PICKS, mask_ratio, maskgit_decode_frame
 from genie_jax.models.st_transformer import unstack_blocks
 from genie_jax.models.tokenizer import Tokenizer
 from genie_jax.runs import Run, abstract_variables, stage_meta
@@ -58,12 +58,16 @@ class WorldModel:
                  temperature: float | None = None, schedule: str | None = None,
                  max_frames: int | None = None, kv_cache: bool = True,
                  rolling_cache: bool | None = None, order: str | None = None,
-                 unroll: int | None = None, cast_params: bool = True):
+                 unroll: int | None = None, cast_params: bool = True,
+                 pick: str | None = None):
         """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
         kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference).
         rolling_cache: keep the KV cache across steps (module docstring); default: on for a
         dynamics with rotary temporal positions, which it needs.
         order: which tokens MaskGIT keeps per step, 'confidence' (default) or 'halton'.
+        pick: how each MaskGIT step picks a token, 'sample' (default: at the temperature) or
+        'mbr' (minimum Bayes risk in the tokenizer's code space, models/maskgit.py; the
+        temperature is then unused).
         unroll: MaskGIT steps per loop iteration in the compiled step (default 1; the same
         outputs, a longer compile, fewer loop trips).
         cast_params: store the dynamics' floating params once in its compute dtype (a bf16
@@ -92,6 +96,9 @@ class WorldModel:
         self.order = order or sc.get("order", "confidence")
         if self.order not in ORDERS:
             raise UserError(f"sampling order must be one of {ORDERS}; got {self.order!r}")
+        self.pick = pick or sc.get("pick", "sample")
+        if self.pick not in PICKS:
+            raise UserError(f"sampling pick must be one of {PICKS}; got {self.pick!r}")
         M = int(max_frames or sc.get("max_frames", 0) or config.data.num_frames)
         limit = min(self.dynamics.max_frames, self.tokenizer.max_frames)
         if not 2 <= M <= limit:
@@ -174,6 +181,12 @@ class WorldModel:
         return jnp.clip(jax.lax.dynamic_index_in_dim(frames, 0 if per_frame else t, axis=1,
                                                      keepdims=False), 0, 1)
 
+    def _code_vectors(self, params):
+        """Every tokenizer code's vector [V, L] (what its decoder reads for that token)."""
+        return self.tokenizer.apply({"params": params["tokenizer"]},
+                                    jnp.arange(self.dynamics.num_codes),
+                                    method=lambda m, c: m.vq.lookup(c))
+
     def _infer_impl(self, params, frames_BTHWC):
         tokens = lam_input_tokens(self.lam, self.tokenizer, params["tokenizer"], frames_BTHWC)
         return lam_actions(self.lam, params["lam"], frames_BTHWC, tokens)
@@ -240,7 +253,9 @@ class WorldModel:
         frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
                                         mask_id=self.dynamics.mask_id, steps=self.steps,
                                         temperature=self.temperature, schedule=self.schedule,
-                                        order=self.order, unroll=self.unroll)
+                                        order=self.order, unroll=self.unroll,
+                                        codes_VL=(self._code_vectors(params)
+                                                  if self.pick == "mbr" else None))
         tokens = jax.lax.dynamic_update_slice(tokens, frame_BN[:, None], (0, t, 0))
         frame = self._decode_frame(params, tokens, t)
         new_state = {"tokens": tokens, "actions": actions, "length": t + 1, "rng": rng}

@@ -269,3 +269,15 @@ def test_copy_gate_one_frame_passes_equal_the_full_buffer_path(tmp_path, tempora
         _, s_o = off.step(s_o, acts[:, i])
         np.testing.assert_array_equal(s_f["tokens"], s_r["tokens"])
     assert not np.array_equal(s_f["tokens"], s_o["tokens"])  # the gate changed what was sampled
+
+
+def test_mbr_pick_is_deterministic_and_checked(wm_dir):
+    wm = WorldModel.load(wm_dir, pick="mbr")
+    assert wm.pick == "mbr"
+    prompt = jnp.asarray(frames_batch(1, 1, 16))
+    acts = jnp.array([[1, 2, 3, 4, 5]])
+    a = rollout(wm, prompt, acts, seed=3)
+    np.testing.assert_array_equal(a, rollout(wm, prompt, acts, seed=4))  # no draw: seed-free
+    assert wm.trace_count == 1
+    with pytest.raises(UserError, match="pick"):
+        WorldModel.load(wm_dir, pick="nucleus")

@@ -3,6 +3,7 @@
   genie-jax eval --workdir=runs/dyn [--out=runs/dyn/eval] [--episodes=32] [--clips_per_episode=1]
       [--rollout_frames=10]
       [--prompt_frames=1] [--seed=0] [--split=test] [--steps=S] [--temperature=X]
+      [--pick=sample|mbr]
 
 Writes eval.json, psnr_per_step.png, rollouts.png and rollouts.gif into --out.
 """
@@ -26,6 +27,9 @@ _SPLIT = flags.DEFINE_string("split", "test", "held-out split of the run's data 
 _BATCH = flags.DEFINE_integer("batch_size", 8, "clips rolled out at once")
 _STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
 _TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
+_PICK = flags.DEFINE_enum("pick", None, ["sample", "mbr"],
+                          "MaskGIT token pick: sample at the temperature, or mbr (minimum Bayes "
+                          "risk in the tokenizer's code space; deterministic). Default: the run's")
 _DELTA_T = flags.DEFINE_integer("delta_t", 4, "generated frame at which delta-PSNR is reported")
 _CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default: newest)")
 
@@ -40,7 +44,7 @@ def main(argv):
                             rollout_frames=_ROLLOUT.value,
                             prompt_frames=_PROMPT.value, seed=_SEED.value, split=_SPLIT.value,
                             batch_size=_BATCH.value, delta_t=_DELTA_T.value, steps=_STEPS.value,
-                            temperature=_TEMP.value, step=_CKPT.value)
+                            temperature=_TEMP.value, step=_CKPT.value, pick=_PICK.value)
     results, artifacts = evaluate(_WORKDIR.value, settings, log=lambda m: print(m, flush=True))
     out = _OUT.value or os.path.join(_WORKDIR.value, "eval")
     paths = write_outputs(out, results, artifacts)

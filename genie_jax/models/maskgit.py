@@ -13,6 +13,12 @@ the rest, so that after step s a fraction gamma((s+1)/steps) of the frame is sti
 step: 'confidence' (MaskGIT: the most confident samples, randomised by annealed Gumbel noise
 when sampling) or 'halton' (a fixed order that spreads the kept tokens evenly over the token
 grid, a 2-D Halton sequence; confidence is not used: meant for few steps).
+
+`pick` chooses each step's candidate token: 'sample' (MaskGIT: drawn at the temperature; argmax
+at temperature 0) or 'mbr' (minimum Bayes risk: the code whose vector is nearest, in squared
+distance, to the expected code vector under the predicted distribution, i.e. the code with the
+least expected squared error against a draw. Deterministic; the temperature is unused. Where
+the model is unsure between similar codes it picks one close to all of them, not the likeliest).
 """
 from __future__ import annotations
 
@@ -64,6 +70,7 @@ def maskgit_loss(logits_BTNV: jax.Array, tokens_BTN: jax.Array,
 
 SCHEDULES = ("cosine", "linear", "square")
 ORDERS = ("confidence", "halton")
+PICKS = ("sample", "mbr")
 
 
 def mask_ratio(schedule: str, r):
@@ -104,6 +111,16 @@ def sample_tokens(rng, logits_BNV: jax.Array, temperature: float) -> jax.Array:
         noise_BNV = jax.random.gumbel(rng, logits_BNV.shape, logits_BNV.dtype)
         return first_argmax(noise_BNV + logits_BNV / temperature)
     return first_argmax(logits_BNV)
+
+
+def mbr_tokens(logits_BNV: jax.Array, codes_VL: jax.Array) -> jax.Array:
+    """argmin_c E_{v~softmax(logits)} |e_c - e_v|^2 = argmax_c 2 e_c . mu - |e_c|^2, with
+    mu = E[e_v] (the |e_v|^2 term does not depend on c). codes_VL: every code's vector [V, L]."""
+    p_BNV = jax.nn.softmax(logits_BNV.astype(jnp.float32), axis=-1)
+    codes_VL = codes_VL.astype(jnp.float32)
+    mu_BNL = p_BNV @ codes_VL
+    score_BNV = 2.0 * (mu_BNL @ codes_VL.T) - jnp.sum(jnp.square(codes_VL), axis=-1)
+    return first_argmax(score_BNV)
 
 
 def lowest_k_mask(conf_BN: jax.Array, k) -> jax.Array:
@@ -148,12 +165,18 @@ def halton_rank(num_tokens: int) -> np.ndarray:
 
 def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id: int,
                          steps: int, temperature: float, schedule: str,
-                         order: str = "confidence", unroll: int = 1):
+                         order: str = "confidence", unroll: int = 1,
+                         codes_VL: jax.Array | None = None):
     """Decode one frame by MaskGIT. logits_fn(frame tokens [B,N], mask_id where masked) ->
     logits [B,N,V]. -> tokens [B,N] (no mask_id left). unroll: MaskGIT steps per loop
-    iteration (the same arithmetic; a GPU launches a loop body's kernels once per iteration)."""
+    iteration (the same arithmetic; a GPU launches a loop body's kernels once per iteration).
+    codes_VL: the tokenizer's code vectors [V, L]; given, each step picks its candidates by
+    minimum Bayes risk (`mbr_tokens`, module docstring) and keeps them by their probability,
+    without noise."""
     if order not in ORDERS:
         raise ValueError(f"MaskGIT order must be one of {ORDERS}; got {order!r}")
+    if codes_VL is not None:
+        temperature = 0.0  # MBR is deterministic: no choice noise either
     B, N = batch, num_tokens
     counts = jnp.asarray(masked_counts(N, steps, schedule), jnp.int32)
     rank_N = jnp.asarray(halton_rank(N)) if order == "halton" else None
@@ -162,7 +185,8 @@ def maskgit_decode_frame(logits_fn, batch: int, num_tokens: int, rng, *, mask_id
         frame_BN, masked_BN = carry
         logits_BNV = logits_fn(frame_BN)
         r_sample, r_choice = jax.random.split(jax.random.fold_in(rng, s))
-        sampled_BN = sample_tokens(r_sample, logits_BNV, temperature)
+        sampled_BN = (sample_tokens(r_sample, logits_BNV, temperature) if codes_VL is None
+                      else mbr_tokens(logits_BNV, codes_VL))
         if rank_N is not None:  # a fixed order: the first N - counts[s] ranks are decided
             sampled_BN = jnp.where(masked_BN, sampled_BN.astype(jnp.int32), frame_BN)
             new_masked_BN = jnp.broadcast_to(rank_N >= N - counts[s], (B, N))

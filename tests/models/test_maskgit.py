@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from genie_jax.models.maskgit import (first_argmax, lowest_k_mask, maskgit_decode_frame,
-                                     maskgit_loss, masked_counts, random_mask, sample_tokens)
+                                     maskgit_loss, mbr_tokens, masked_counts, random_mask, sample_tokens)
 
 
 def test_random_mask_rate_and_first_frame():
@@ -174,3 +174,34 @@ def test_halton_order_decodes_in_rank_order(temperature):
     with pytest.raises(ValueError, match="order"):
         maskgit_decode_frame(logits_fn, B, N, jax.random.PRNGKey(1), mask_id=V, steps=steps,
                              temperature=0.0, schedule="linear", order="raster")
+
+
+def test_mbr_picks_the_code_of_least_expected_squared_error():
+    rng = np.random.default_rng(0)
+    B, N, V, L = 2, 5, 7, 3
+    codes_VL = rng.normal(size=(V, L)).astype(np.float32)
+    logits_BNV = rng.normal(size=(B, N, V)).astype(np.float32) * 2
+    p_BNV = np.exp(logits_BNV) / np.exp(logits_BNV).sum(-1, keepdims=True)
+    d_VV = ((codes_VL[:, None] - codes_VL[None]) ** 2).sum(-1)  # |e_c - e_v|^2
+    risk_BNV = np.einsum("bnv,cv->bnc", p_BNV, d_VV)
+    np.testing.assert_array_equal(mbr_tokens(jnp.asarray(logits_BNV), jnp.asarray(codes_VL)),
+                                  risk_BNV.argmin(-1))
+    # a sure prediction is its own pick; an even split between two far codes is not either one
+    sure = np.full((1, 1, V), -30.0, np.float32)
+    sure[0, 0, 4] = 30.0
+    assert int(mbr_tokens(jnp.asarray(sure), jnp.asarray(codes_VL))[0, 0]) == 4
+    line_VL = np.array([[-1.0], [0.0], [1.0]], np.float32)  # codes at -1, 0 and 1
+    split = np.array([[[0.0, -30.0, 0.0]]], np.float32)     # half -1, half +1
+    assert int(mbr_tokens(jnp.asarray(split), jnp.asarray(line_VL))[0, 0]) == 1
+
+
+def test_mbr_decode_fills_the_frame_deterministically():
+    B, N, V, L = 2, 16, 8, 4
+    codes_VL = jax.random.normal(jax.random.PRNGKey(1), (V, L))
+    logits, logits_fn, _ = _recording_logits(B, N, V)
+    out = [maskgit_decode_frame(logits_fn, B, N, jax.random.PRNGKey(s), mask_id=V, steps=4,
+                                temperature=1.0, schedule="cosine", codes_VL=codes_VL)
+           for s in (0, 1)]
+    assert out[0].shape == (B, N) and int(out[0].max()) < V
+    np.testing.assert_array_equal(out[0], out[1])  # no sampling noise, whatever the rng
+    np.testing.assert_array_equal(out[0], mbr_tokens(logits, codes_VL))  # logits never change
