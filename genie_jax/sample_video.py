@@ -36,6 +36,7 @@ class SampleSettings:
     split: str = "test"
     steps: int | None = None
     temperature: float | None = None
+    pick: str | None = None     # 'sample' | 'mbr' (default: the run's sampling.pick)
     seed: int = 0
     fps: float = 8.0
     scale: int = 0              # 0: automatic (shorter side about 256 px)
@@ -79,7 +80,8 @@ def sample(workdir: str, s: SampleSettings, log=print) -> dict:
     amap = load_action_map(workdir, int(cfg.model.num_actions))
     K = s.prompt_frames
     actions = amap.parse(s.actions) if s.actions is not None else None  # before loading
-    wm = load_world_model(workdir, steps=s.steps, temperature=s.temperature, step=s.step)
+    wm = load_world_model(workdir, steps=s.steps, temperature=s.temperature, step=s.step,
+                          pick=s.pick)
     source = open_heldout(cfg, s.split)
     real = None
     if actions is not None:

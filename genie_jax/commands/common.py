@@ -16,6 +16,14 @@ _NPROC = flags.DEFINE_integer("num_processes", None,
 _PID = flags.DEFINE_integer("process_id", None, "this process's index (or env GENIE_PROCESS_ID).")
 
 
+def define_pick_flag():
+    """--pick, shared by the commands that sample a world (eval, play, sample)."""
+    return flags.DEFINE_enum("pick", None, ["sample", "mbr"],
+                             "MaskGIT token pick: sample at the temperature, or mbr (minimum "
+                             "Bayes risk in the tokenizer's code space; deterministic). "
+                             "Default: the run's sampling.pick, else sample")
+
+
 def init_distributed() -> None:
     """Start jax.distributed when a coordinator is given by flag or environment."""
     coord = _COORD.value or os.environ.get("GENIE_COORDINATOR_ADDRESS")

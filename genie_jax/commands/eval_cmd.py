@@ -13,7 +13,7 @@ import os
 
 from absl import flags
 
-from genie_jax.commands.common import quiet_logging, run_command
+from genie_jax.commands.common import define_pick_flag, quiet_logging, run_command
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -27,9 +27,7 @@ _SPLIT = flags.DEFINE_string("split", "test", "held-out split of the run's data 
 _BATCH = flags.DEFINE_integer("batch_size", 8, "clips rolled out at once")
 _STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
 _TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
-_PICK = flags.DEFINE_enum("pick", None, ["sample", "mbr"],
-                          "MaskGIT token pick: sample at the temperature, or mbr (minimum Bayes "
-                          "risk in the tokenizer's code space; deterministic). Default: the run's")
+_PICK = define_pick_flag()
 _DELTA_T = flags.DEFINE_integer("delta_t", 4, "generated frame at which delta-PSNR is reported")
 _CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default: newest)")
 
