@@ -8,6 +8,10 @@ Stages: the tokenizer, and the dynamics on a frozen tokenizer and LAM whose para
 the engine is built and its step compiled with nothing on disk. Sizes: `tiny` is the tiny
 config of experiments/configs/{tokenizer,dynamics}.py; `coinrun` is the CoinRun size
 (64x64, patch 4, width 512; tokenizer 8 + 8 layers, dynamics 12 layers) at batch 2 with 16 frames.
+
+XLA:CPU runs dots through YNNPACK by default. `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`
+gives them to Eigen instead: 1.3x faster for the CoinRun-size dynamics step on this VM, and
+slower for the small `cpu` configs (experiments/RESULTS.md, "YNNPACK or Eigen").
 """
 from __future__ import annotations
 
@@ -147,8 +151,9 @@ def main(_):
         print(f"theoretical f32 ceiling: {ceiling['cores']} cores x {ceiling['clock_mhz']:.0f} MHz "
               f"x {ceiling['flops_per_cycle_per_core']} FLOPs/cycle ({ceiling['datapath']}) = "
               f"{ceiling['ceiling_flops_per_s'] / 1e9:.0f} GFLOP/s", flush=True)
+    # The XLA flags pick kernels (e.g. YNNPACK or Eigen for CPU dots), so every row names them.
     results = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
-               "cpu_ceiling": ceiling,
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpu_ceiling": ceiling,
                "num_devices": len(jax.devices()), "matmul_peak_flops_per_s": peak,
                "matmul_flops_per_s_by_size": {str(n): v for n, v in by_size.items()}, "runs": []}
     for stage, size in [(st, sz) for st in _STAGES.value for sz in _SIZES.value]:
