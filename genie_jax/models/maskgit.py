@@ -14,11 +14,12 @@ step: 'confidence' (MaskGIT: the most confident samples, randomised by annealed 
 when sampling) or 'halton' (a fixed order that spreads the kept tokens evenly over the token
 grid, a 2-D Halton sequence; confidence is not used: meant for few steps).
 
-`pick` chooses each step's candidate token: 'sample' (MaskGIT: drawn at the temperature; argmax
-at temperature 0) or 'mbr' (minimum Bayes risk: the code whose vector is nearest, in squared
-distance, to the expected code vector under the predicted distribution, i.e. the code with the
-least expected squared error against a draw. Deterministic; the temperature is unused. Where
-the model is unsure between similar codes it picks one close to all of them, not the likeliest).
+Each step's candidate token is drawn at the temperature (MaskGIT; argmax at temperature 0), or,
+given every code's vector (`codes_VL`; the sampler's pick='mbr'), chosen by minimum Bayes risk
+(`mbr_tokens`): the code whose vector is nearest, in squared distance, to the expected code
+vector under the predicted distribution, i.e. the code with the least expected squared error
+against a draw. Deterministic; the temperature is unused. Where the model is unsure between
+similar codes it picks one close to all of them, not the likeliest.
 """
 from __future__ import annotations
 

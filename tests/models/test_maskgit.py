@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from genie_jax.models.maskgit import (first_argmax, lowest_k_mask, maskgit_decode_frame,
-                                     maskgit_loss, mbr_tokens, masked_counts, random_mask, sample_tokens)
+                                     maskgit_loss, masked_counts, mbr_tokens, random_mask,
+                                     sample_tokens)
 
 
 def test_random_mask_rate_and_first_frame():
