@@ -13,6 +13,77 @@ def random_frozen(abstract):
         for k, a in zip(keys, leaves)])
 
 
+def matmul_peak(n: int, dtype="float32", reps: int = 10) -> float:
+    """Median FLOP/s of an n x n f32 matmul: the same statistic as the step time."""
+    import time
+
+    import jax
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / sorted(times)[reps // 2]
+
+
+def time_train_step(cfg, steps: int) -> dict:
+    """Times one stage's train step as the trainer runs it (its engine, its loader's batches, random
+    frozen params): the median of `steps` calls after one warm-up, with XLA's FLOP count of the
+    compiled step and its memory analysis. `cfg` is a stage config (experiments/configs)."""
+    import time
+
+    import jax
+    from genie_jax.data.loader import make_iterator
+    from genie_jax.train.trainer import build_engine, loader_options
+
+    engine = build_engine(cfg)
+    frozen = random_frozen(engine.frozen_abstract)
+    it = make_iterator(engine.stage.train_source(), loader_options(cfg, seed=0))
+    batches = [engine.global_batch(next(it)) for _ in range(2)]
+    with engine.context():
+        t0 = time.perf_counter()
+        state = engine.init_fn(jax.random.PRNGKey(0))
+        jax.block_until_ready(state)
+        init_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        compiled = engine.step_fn.lower(state, batches[0], frozen).compile()
+        compile_s = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0))
+        mem = compiled.memory_analysis()
+        state, m = compiled(state, batches[0], frozen)  # warm-up
+        jax.block_until_ready(m)
+        times = []
+        for i in range(steps):
+            t = time.perf_counter()
+            state, m = compiled(state, batches[i % 2], frozen)
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t)
+    step_s = sorted(times)[len(times) // 2]
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    frames = cfg.data.batch_size * cfg.data.num_frames
+    out = {
+        "params": int(n_params), "batch": cfg.data.batch_size,
+        "frames_per_clip": cfg.data.num_frames, "resolution": cfg.data.resolution,
+        "width": cfg.model.width, "layers": [cfg.model.depth, cfg.model.get("decoder_depth", 0)],
+        "init_s": init_s, "compile_s": compile_s, "step_s_median": step_s,
+        "step_s_all": times, "steps_per_s": 1 / step_s, "frames_per_s": frames / step_s,
+        "step_flops": flops, "achieved_flops_per_s": flops / step_s,
+        "loss_after": float(m["loss"]),
+    }
+    if mem is not None:
+        out["xla_memory_bytes"] = {
+            k: int(getattr(mem, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
+                                              "temp_size_in_bytes", "generated_code_size_in_bytes")
+            if hasattr(mem, k)}
+    return out
+
+
 def bench_config(size: str, resolution: int, temporal_pos: str = "learned",
                  tok_temporal: str = ""):
     if size == "cpu":  # the CPU CoinRun config that `make quickstart` trains
