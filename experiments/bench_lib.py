@@ -30,48 +30,70 @@ def matmul_peak(n: int, dtype="float32", reps: int = 10) -> float:
     return 2 * n ** 3 / sorted(times)[reps // 2]
 
 
-def time_train_step(cfg, steps: int) -> dict:
-    """Times one stage's train step as the trainer runs it (its engine, its loader's batches, random
-    frozen params): the median of `steps` calls after one warm-up, with XLA's FLOP count of the
-    compiled step and its memory analysis. `cfg` is a stage config (experiments/configs)."""
-    import time
+def step_flops(compiled) -> float:
+    """XLA's FLOP count of a compiled step (cost_analysis is a dict, or a list of one)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float((cost or {}).get("flops", 0.0))
 
-    import jax
-    from genie_jax.data.loader import make_iterator
-    from genie_jax.train.trainer import build_engine, loader_options
 
-    engine = build_engine(cfg)
-    frozen = random_frozen(engine.frozen_abstract)
-    it = make_iterator(engine.stage.train_source(), loader_options(cfg, seed=0))
-    batches = [engine.global_batch(next(it)) for _ in range(2)]
-    with engine.context():
-        t0 = time.perf_counter()
-        state = engine.init_fn(jax.random.PRNGKey(0))
-        jax.block_until_ready(state)
-        init_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        compiled = engine.step_fn.lower(state, batches[0], frozen).compile()
-        compile_s = time.perf_counter() - t0
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops", 0.0))
-        mem = compiled.memory_analysis()
-        state, m = compiled(state, batches[0], frozen)  # warm-up
-        jax.block_until_ready(m)
-        times = []
-        for i in range(steps):
-            t = time.perf_counter()
-            state, m = compiled(state, batches[i % 2], frozen)
+class EngineStep:
+    """One stage's train step as the trainer runs it (its engine, its loader's batches, random
+    frozen params), compiled once; each call runs one step on the next of two batches and returns
+    (seconds, metrics). `cfg` is a stage config (experiments/configs)."""
+
+    def __init__(self, cfg):
+        import time
+
+        import jax
+        from genie_jax.data.loader import make_iterator
+        from genie_jax.train.trainer import build_engine, loader_options
+        self.engine = engine = build_engine(cfg)
+        self.frozen = random_frozen(engine.frozen_abstract)
+        it = make_iterator(engine.stage.train_source(), loader_options(cfg, seed=0))
+        self.batches = [engine.global_batch(next(it)) for _ in range(2)]
+        with engine.context():
+            t0 = time.perf_counter()
+            self.state = engine.init_fn(jax.random.PRNGKey(0))
+            jax.block_until_ready(self.state)
+            self.init_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.compiled = engine.step_fn.lower(self.state, self.batches[0], self.frozen).compile()
+            self.compile_s = time.perf_counter() - t0
+        self.flops = step_flops(self.compiled)
+        self.mem = self.compiled.memory_analysis()
+        self.params = int(sum(x.size for x in jax.tree.leaves(self.state["params"])))
+        self.i = 0
+
+    def __call__(self):
+        import time
+
+        import jax
+        t = time.perf_counter()
+        with self.engine.context():
+            self.state, m = self.compiled(self.state, self.batches[self.i % 2], self.frozen)
             jax.block_until_ready(m)
-            times.append(time.perf_counter() - t)
+        self.i += 1
+        return time.perf_counter() - t, m
+
+
+def time_train_step(cfg, steps: int) -> dict:
+    """Times one stage's train step (EngineStep): the median of `steps` calls after one warm-up,
+    with XLA's FLOP count of the compiled step and its memory analysis."""
+    step = EngineStep(cfg)
+    _, m = step()  # warm-up
+    times = []
+    for _ in range(steps):
+        dt, m = step()
+        times.append(dt)
     step_s = sorted(times)[len(times) // 2]
-    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    flops, mem = step.flops, step.mem
     frames = cfg.data.batch_size * cfg.data.num_frames
     out = {
-        "params": int(n_params), "batch": cfg.data.batch_size,
+        "params": step.params, "batch": cfg.data.batch_size,
         "frames_per_clip": cfg.data.num_frames, "resolution": cfg.data.resolution,
         "width": cfg.model.width, "layers": [cfg.model.depth, cfg.model.get("decoder_depth", 0)],
-        "init_s": init_s, "compile_s": compile_s, "step_s_median": step_s,
+        "init_s": step.init_s, "compile_s": step.compile_s, "step_s_median": step_s,
         "step_s_all": times, "steps_per_s": 1 / step_s, "frames_per_s": frames / step_s,
         "step_flops": flops, "achieved_flops_per_s": flops / step_s,
         "loss_after": float(m["loss"]),

@@ -14,7 +14,7 @@ checkout and driven by the train steps below, which do what its train scripts do
 Each (stage, shape) row builds both frameworks' models with the same shape, compiles each step
 once, then times them alternately, `--rounds` rounds of `--steps` steps each, and reports the
 median step time of each and their ratio (Jasmine's time over ours: above 1 means we are faster).
-  - genie_jax: the trainer's own engine and step (experiments/bench_lib.time_train_step's path:
+  - genie_jax: the trainer's own engine and step (experiments/bench_lib.EngineStep:
     its loader's batches, random frozen params for the frozen stages).
   - Jasmine: its TokenizerVQVAE / LatentActionModel / DynamicsMaskGIT, f32 compute (Jasmine's
     default is bf16, which XLA:CPU runs slower than f32), no flash attention (cuDNN only), adamw
@@ -38,6 +38,8 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.bench_lib import EngineStep, matmul_peak, step_flops  # noqa: E402
 
 _JASMINE = flags.DEFINE_string("jasmine_dir", "", "a Jasmine checkout (needed unless "
                                "--frameworks=genie_jax)")
@@ -101,39 +103,6 @@ def ours_config(stage: str, shape: str):
     return cfg
 
 
-class OursStep:
-    """The trainer's compiled step at a stage config, callable once per timed step."""
-
-    def __init__(self, cfg):
-        import jax
-        from experiments.bench_lib import random_frozen
-        from genie_jax.data.loader import make_iterator
-        from genie_jax.train.trainer import build_engine, loader_options
-        self.cfg = cfg
-        self.engine = build_engine(cfg)
-        self.frozen = random_frozen(self.engine.frozen_abstract)
-        it = make_iterator(self.engine.stage.train_source(), loader_options(cfg, seed=0))
-        self.batches = [self.engine.global_batch(next(it)) for _ in range(2)]
-        with self.engine.context():
-            self.state = self.engine.init_fn(jax.random.PRNGKey(0))
-            t0 = time.perf_counter()
-            self.compiled = self.engine.step_fn.lower(self.state, self.batches[0],
-                                                      self.frozen).compile()
-            self.compile_s = time.perf_counter() - t0
-        self.flops = _flops(self.compiled)
-        self.params = int(sum(x.size for x in jax.tree.leaves(self.state["params"])))
-        self.i = 0
-
-    def __call__(self) -> float:
-        import jax
-        t = time.perf_counter()
-        with self.engine.context():
-            self.state, m = self.compiled(self.state, self.batches[self.i % 2], self.frozen)
-            jax.block_until_ready(m)
-        self.i += 1
-        return time.perf_counter() - t
-
-
 # ---------------------------------------------------------------------------------------------
 # Jasmine: its models from the checkout, one jitted step per stage.
 
@@ -152,12 +121,6 @@ def import_jasmine(path: str):
     from models.dynamics import DynamicsMaskGIT
     from models.lam import LatentActionModel
     return TokenizerVQVAE, LatentActionModel, DynamicsMaskGIT
-
-
-def _flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float((cost or {}).get("flops", 0.0))
 
 
 class JasmineStep:
@@ -251,18 +214,19 @@ class JasmineStep:
         t0 = time.perf_counter()
         self.compiled = jitted.lower(state, frozen, videos[0], self.rng).compile()
         self.compile_s = time.perf_counter() - t0
-        self.flops = _flops(self.compiled)
+        self.flops = step_flops(self.compiled)
         self.state = state
         self.i = 0
 
-    def __call__(self) -> float:
+    def __call__(self):
+        """(seconds, loss) of one step, as EngineStep's calls."""
         import jax
         t = time.perf_counter()
         self.state, loss = self.compiled(self.state, self.frozen, self.videos[self.i % 2],
                                          jax.random.fold_in(self.rng, self.i))
         jax.block_until_ready(loss)
         self.i += 1
-        return time.perf_counter() - t
+        return time.perf_counter() - t, loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +236,7 @@ def compare(stage: str, shape: str, frameworks, jasmine_classes, steps: int, rou
     sides = {}
     if "genie_jax" in frameworks:
         cfg = ours_config(stage, shape)
-        sides["genie_jax"] = OursStep(cfg)
+        sides["genie_jax"] = EngineStep(cfg)
         frames = cfg.data.batch_size * cfg.data.num_frames
     if "jasmine" in frameworks:
         sides["jasmine"] = JasmineStep(jasmine_classes, stage, shape)
@@ -282,7 +246,7 @@ def compare(stage: str, shape: str, frameworks, jasmine_classes, steps: int, rou
         fn()  # warm-up
     for _ in range(rounds):
         for name, fn in sides.items():
-            times[name] += [fn() for _ in range(steps)]
+            times[name] += [fn()[0] for _ in range(steps)]
     row = {"stage": stage, "shape": shape, "frames_per_step": frames}
     for name, fn in sides.items():
         med = statistics.median(times[name])
@@ -297,7 +261,6 @@ def compare(stage: str, shape: str, frameworks, jasmine_classes, steps: int, rou
 
 def main(_):
     import jax
-    from experiments.bench_lib import matmul_peak
     try:  # bad flags: one line naming the flag, before anything is built
         for name in _SHAPES.value:
             _shape(name)
