@@ -78,6 +78,8 @@ def bench_size(stage: str, size: str, steps: int) -> dict:
 
 
 def main(_):
+    from experiments.bench_lib import tune_malloc
+    tune_malloc()  # the allocator genie-jax itself runs with
     import jax
     print(f"devices: {jax.devices()}", flush=True)
     sizes = (_MATMUL_N.value // 2, _MATMUL_N.value, _MATMUL_N.value * 2)

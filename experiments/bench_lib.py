@@ -3,6 +3,19 @@ stand-ins for frozen params and for a whole world model, and the sampler's bench
 from __future__ import annotations
 
 
+def tune_malloc():
+    """genie_jax/host_malloc.py's reexec_with_tuned_malloc, loaded from this checkout's file
+    without importing the genie_jax package (a --compare child imports another checkout's)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "genie_jax", "host_malloc.py")
+    spec = importlib.util.spec_from_file_location("_genie_jax_host_malloc", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.reexec_with_tuned_malloc()
+
+
 def random_frozen(abstract):
     """Stand-ins for frozen params (random, on their shardings): nothing is read from disk."""
     import jax

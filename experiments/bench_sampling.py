@@ -246,6 +246,8 @@ def run_compare(argv_rest: list[str]) -> list[dict]:
 
 
 def main(argv):
+    from experiments.bench_lib import tune_malloc
+    tune_malloc()  # the allocator genie-jax itself runs with
     if _STEPS.value < 1:
         raise app.UsageError("--steps must be >= 1")
     kv_modes = {"true": [True], "false": [False], "both": [True, False]}

@@ -40,6 +40,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.bench_lib import EngineStep, matmul_peak, step_flops  # noqa: E402
+from experiments.bench_shapes import (CODE_DIM, MLP_RATIO, NUM_ACTIONS,  # noqa: E402,F401
+                                      NUM_CODES, SHAPES, _shape, ours_config)
 
 _JASMINE = flags.DEFINE_string("jasmine_dir", "", "a Jasmine checkout (needed unless "
                                "--frameworks=genie_jax)")
@@ -49,59 +51,6 @@ _SHAPES = flags.DEFINE_list("shapes", ["small", "large"], "shapes to time (SHAPE
 _STEPS = flags.DEFINE_integer("steps", 5, "timed steps per framework per round")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "alternating rounds (ours, Jasmine, ours, ...)")
 _FRAMEWORKS = flags.DEFINE_list("frameworks", ["genie_jax", "jasmine"], "which sides to run")
-
-SHAPES = {
-    "test": dict(resolution=16, frames=4, batch=2, lam_batch=2, patch=4, lam_patch=4, width=32,
-                 depth=1, dyn_depth=1, heads=2),
-    "small": dict(resolution=32, frames=4, batch=4, lam_batch=16, patch=2, lam_patch=4,
-                  width=128, depth=2, dyn_depth=4, heads=4),
-    "large": dict(resolution=64, frames=16, batch=2, lam_batch=2, patch=4, lam_patch=4,
-                  width=512, depth=4, dyn_depth=4, heads=8),
-}
-NUM_CODES, CODE_DIM, NUM_ACTIONS, MLP_RATIO = 1024, 32, 6, 4
-
-
-def _shape(name: str) -> dict:
-    if name not in SHAPES:
-        raise ValueError(f"unknown shape {name!r} ({', '.join(SHAPES)})")
-    return SHAPES[name]
-
-
-# ---------------------------------------------------------------------------------------------
-# genie_jax: a stage config at the shape, stepped by the trainer's engine.
-
-def _video_model(m, s: dict, patch: int, codes: int) -> None:
-    m.image_size = (s["resolution"], s["resolution"])
-    m.patch_size, m.width, m.num_heads = patch, s["width"], s["heads"]
-    m.depth = m.decoder_depth = s["depth"]
-    m.num_codes, m.code_dim, m.mlp_ratio = codes, CODE_DIM, float(MLP_RATIO)
-    m.max_frames = max(16, s["frames"])
-
-
-def ours_config(stage: str, shape: str):
-    import importlib
-    s = _shape(shape)
-    cfg = importlib.import_module(f"experiments.configs.{stage}").get_config("size=tiny")
-    cfg.data.resolution = s["resolution"]
-    cfg.data.num_frames = s["frames"]
-    cfg.data.batch_size = s["lam_batch"] if stage == "lam" else s["batch"]
-    cfg.data.train_episodes = 8
-    if stage == "tokenizer":
-        _video_model(cfg.model, s, s["patch"], NUM_CODES)
-        cfg.model.temporal = "causal"  # Jasmine's tokenizer is an ST-ViViT
-    elif stage == "lam":
-        _video_model(cfg.model, s, s["lam_patch"], NUM_ACTIONS)
-    else:
-        _video_model(cfg.tokenizer.model, s, s["patch"], NUM_CODES)
-        cfg.tokenizer.model.temporal = "causal"
-        _video_model(cfg.lam.model, s, s["lam_patch"], NUM_ACTIONS)
-        m = cfg.model
-        m.image_size, m.patch_size = (s["resolution"], s["resolution"]), s["patch"]
-        m.num_codes, m.num_actions = NUM_CODES, NUM_ACTIONS
-        m.width, m.depth, m.num_heads = s["width"], s["dyn_depth"], s["heads"]
-        m.mlp_ratio, m.max_frames = float(MLP_RATIO), max(16, s["frames"])
-    return cfg
-
 
 # ---------------------------------------------------------------------------------------------
 # Jasmine: its models from the checkout, one jitted step per stage.
@@ -260,6 +209,8 @@ def compare(stage: str, shape: str, frameworks, jasmine_classes, steps: int, rou
 
 
 def main(_):
+    from experiments.bench_lib import tune_malloc
+    tune_malloc()  # the allocator genie-jax itself runs with
     import jax
     try:  # bad flags: one line naming the flag, before anything is built
         for name in _SHAPES.value:

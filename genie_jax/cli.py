@@ -37,6 +37,9 @@ def _fail(msg: str, code: int = 2):
 
 
 def run(argv: list[str] | None = None) -> None:
+    if argv is None:  # a program, not a call from Python: tune glibc for XLA:CPU first
+        from genie_jax.host_malloc import reexec_with_tuned_malloc
+        reexec_with_tuned_malloc()
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(USAGE)

@@ -61,3 +61,18 @@ def test_padded_full_attention_equals_unpadded_with_its_gradient():
     for a, b in zip(g_pad, g_plain):
         assert np.all(np.isfinite(a))
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_heads_major_attention_equals_jax_attention_with_gradients():
+    from genie_jax.models.st_transformer import heads_major_attention
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (3, 9, 2, 8)) for i in range(3))
+    np.testing.assert_allclose(heads_major_attention(q, k, v),
+                               jax.nn.dot_product_attention(q, k, v), atol=1e-5)
+    w = jax.random.normal(jax.random.PRNGKey(5), (3, 9, 2, 8))
+
+    def loss(f):
+        return lambda q, k, v: jnp.sum(w * f(q, k, v))
+    ours = jax.grad(loss(heads_major_attention), argnums=(0, 1, 2))(q, k, v)
+    ref = jax.grad(loss(jax.nn.dot_product_attention), argnums=(0, 1, 2))(q, k, v)
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, atol=1e-5)
