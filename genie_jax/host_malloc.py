@@ -7,11 +7,11 @@ step for the tokenizer), and the kernel zeroes each page: about a third of the s
 this 2-core VM. These glibc tunables keep one heap that is never trimmed (one arena, no mmap), so
 the next step reuses the freed buffer, and back it with transparent huge pages:
 
-  quickstart step, same VM     default glibc   tuned     (experiments/RESULTS.md,
-  tokenizer                    566 ms          340 ms     "Where the CPU step goes")
-  dynamics                     1598 ms         1082 ms
+  quickstart tokenizer, `genie-jax train`, steps/s     2.21 / 2.01 default, 2.90 / 2.70 tuned
+  (experiments/RESULTS.md, "Where the CPU step goes")
 
-The cost: the heap keeps what it grew to (the dynamics step's peak RSS rose 2.1 -> 3.1 GB).
+The cost is memory: the heap keeps what it grew to, and freed blocks fragment it. The quickstart
+dynamics stage peaked at 5.2 GB of RSS instead of 2.0 GB.
 
 GLIBC_TUNABLES is read only when a process starts. So the entry points (`genie-jax`, the
 benchmarks) call `reexec_with_tuned_malloc()` first: it re-executes the same command once with
