@@ -2,7 +2,8 @@
 
 Each block is pre-norm: x += SpatialAttn(LN(x)); x += CausalTemporalAttn(LN(x)); x += MLP(LN(x)).
 Attention goes through jax.nn.dot_product_attention so the backend can pick a fused kernel
-(`attention_impl`: None lets XLA choose, 'cudnn' asks for cuDNN flash attention on GPU). Under
+(`attention_impl`: None lets XLA choose, 'cudnn' asks for cuDNN flash attention on GPU;
+'heads_major' is our own XLA spatial attention, `heads_major_attention`). Under
 'cudnn', spatial attention pads each frame to a multiple of CUDNN_SEQ_MULTIPLE tokens
 (`full_attention`): cuDNN's fused kernel refuses odd lengths when training, and a dynamics frame
 is 256 patches plus its action token.
@@ -40,6 +41,7 @@ from genie_jax.models.layers import ACT_BTND, KERNEL_INIT, dense, layer_norm
 
 Dtype = Any
 ROPE_BASE = 10_000.0
+HEADS_MAJOR = "heads_major"  # `attention_impl` for our own XLA spatial attention (below)
 CUDNN_SEQ_MULTIPLE = 8  # cuDNN refused 257-token frames (RESULTS.md, first GPU figures)
 
 
@@ -52,7 +54,7 @@ def full_attention(q_BLKE: jax.Array, k_BLKE: jax.Array, v_BLKE: jax.Array,
         pad_multiple = CUDNN_SEQ_MULTIPLE
     B, L = q_BLKE.shape[:2]
     pad = -L % pad_multiple if pad_multiple else 0
-    if implementation is None and not pad and jax.default_backend() == "cpu":
+    if implementation == HEADS_MAJOR:
         return heads_major_attention(q_BLKE, k_BLKE, v_BLKE)
     if not pad:
         return jax.nn.dot_product_attention(q_BLKE, k_BLKE, v_BLKE, implementation=implementation)
@@ -67,10 +69,12 @@ def full_attention(q_BLKE: jax.Array, k_BLKE: jax.Array, v_BLKE: jax.Array,
 
 
 def heads_major_attention(q_BLKE: jax.Array, k_BMKE: jax.Array, v_BMKE: jax.Array) -> jax.Array:
-    """Softmax attention (no mask) whose scores and probabilities are laid out [B, K, L, M].
-    The same math as jax.nn.dot_product_attention's XLA path; on XLA:CPU its batched dots and
-    softmax ran 1.15x faster for a 256-token frame (fwd + bwd), and the spatial attention is a
-    large share of the tokenizer's step (experiments/RESULTS.md, "Where the CPU step goes")."""
+    """Softmax attention (no mask) whose scores and probabilities are laid out [B, K, L, M]:
+    `attention_impl='heads_major'` (spatial attention; temporal attention then uses jax's XLA
+    path). The same math as jax.nn.dot_product_attention's XLA path; on XLA:CPU its batched dots
+    and softmax ran 1.15x faster for a 256-token frame (fwd + bwd). Not the default: its last-bit
+    differences change a 2000-step run's trajectory, and the quickstart's tokenizer then ended at
+    26.04 dB instead of 27.10 (experiments/RESULTS.md, "Where the CPU step goes")."""
     scale = jnp.asarray(q_BLKE.shape[-1] ** -0.5, q_BLKE.dtype)
     logits_BKLM = jnp.einsum("blke,bmke->bklm", q_BLKE * scale, k_BMKE)
     probs_BKLM = jax.nn.softmax(logits_BKLM.astype(jnp.float32), axis=-1).astype(v_BMKE.dtype)
@@ -98,6 +102,10 @@ class Attention(nn.Module):
     param_dtype: Dtype = jnp.float32
     attention_impl: str | None = None
     rope: bool = False  # rotary positions along L (temporal attention); see the module docstring
+
+    @property
+    def _jax_impl(self):
+        return None if self.attention_impl == HEADS_MAJOR else self.attention_impl
 
     @nn.compact
     def __call__(self, x_BLD: jax.Array, deterministic: bool, kv_slot=None,
@@ -139,7 +147,7 @@ class Attention(nn.Module):
                     rope_rotate(k_cache, slots_M - kv_slot), k_BLKE, kv_slot, axis=1)
             out_BLKE = jax.nn.dot_product_attention(q_BLKE, k_att, v_BMKE,
                                                     mask=seen_M[None, None, None, :],
-                                                    implementation=self.attention_impl)
+                                                    implementation=self._jax_impl)
         else:
             if self.causal and fill_kv_cache:
                 self.put_variable("kv_cache", "kv", (k_BLKE, v_BLKE))
@@ -152,10 +160,10 @@ class Attention(nn.Module):
                 band_LL = (i_L[:, None] >= i_L[None]) & (i_L[:, None] - i_L[None] < window)
                 out_BLKE = jax.nn.dot_product_attention(q_att, k_att, v_BLKE,
                                                         mask=band_LL[None, None],
-                                                        implementation=self.attention_impl)
+                                                        implementation=self._jax_impl)
             elif self.causal:
                 out_BLKE = jax.nn.dot_product_attention(q_att, k_att, v_BLKE, is_causal=True,
-                                                        implementation=self.attention_impl)
+                                                        implementation=self._jax_impl)
             else:
                 out_BLKE = full_attention(q_att, k_att, v_BLKE, self.attention_impl)
         w_out = self.param("out_kernel", nn.with_logical_partitioning(

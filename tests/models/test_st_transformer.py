@@ -76,3 +76,12 @@ def test_heads_major_attention_equals_jax_attention_with_gradients():
     ref = jax.grad(loss(jax.nn.dot_product_attention), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(ours, ref):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_heads_major_option_runs_the_whole_transformer_like_the_default():
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 5, 16))
+    ref = STTransformer(depth=1, num_heads=2)
+    params = _init(ref, x)
+    ours = STTransformer(depth=1, num_heads=2, attention_impl="heads_major")
+    np.testing.assert_allclose(jitted_apply(ours)(params, x), jitted_apply(ref)(params, x),
+                               atol=1e-5)
