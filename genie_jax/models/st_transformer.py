@@ -73,8 +73,8 @@ def heads_major_attention(q_BLKE: jax.Array, k_BMKE: jax.Array, v_BMKE: jax.Arra
     `attention_impl='heads_major'` (spatial attention; temporal attention then uses jax's XLA
     path). The same math as jax.nn.dot_product_attention's XLA path; on XLA:CPU its batched dots
     and softmax ran 1.15x faster for a 256-token frame (fwd + bwd). Not the default: its last-bit
-    differences change a 2000-step run's trajectory, and the quickstart's tokenizer then ended at
-    26.04 dB instead of 27.10 (experiments/RESULTS.md, "Where the CPU step goes")."""
+    differences change a run's trajectory, and the quickstart world's figures have not been
+    measured with it (experiments/RESULTS.md, "Where the CPU step goes")."""
     scale = jnp.asarray(q_BLKE.shape[-1] ** -0.5, q_BLKE.dtype)
     logits_BKLM = jnp.einsum("blke,bmke->bklm", q_BLKE * scale, k_BMKE)
     probs_BKLM = jax.nn.softmax(logits_BKLM.astype(jnp.float32), axis=-1).astype(v_BMKE.dtype)
