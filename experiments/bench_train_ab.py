@@ -18,6 +18,7 @@ Rows are STAGE:SHAPE. Shapes:
 from __future__ import annotations
 
 import json
+from statistics import median
 import os
 import subprocess
 import sys
@@ -68,12 +69,6 @@ def time_row(row: str, data: str, steps: int) -> dict:
         step()
     times = sorted(step()[0] for _ in range(steps))
     return {"row": row, "step_s": times, "step_flops": step.flops, "compile_s": step.compile_s}
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
 def main(argv):
@@ -127,7 +122,8 @@ def main(argv):
                 times[side] += r["step_s"]
                 flops[side], where[side] = r["step_flops"], r["genie_jax"]
         entry = {side: {"step_s_median": median(t), "step_s_all": t, "step_flops": flops[side],
-                        "flops_per_s": flops[side] / median(t), "genie_jax": where[side]} for side, t in times.items()}
+                        "flops_per_s": flops[side] / median(t), "genie_jax": where[side]}
+                 for side, t in times.items()}
         if "before" in entry:
             entry["speedup"] = entry["before"]["step_s_median"] / entry["after"]["step_s_median"]
         results["rows"][row] = entry
