@@ -34,6 +34,8 @@ class VideoVQModel(TransformerFields):
     restart_sampling: str = "uniform"  # where restarted VQ codes are drawn from (models/vq.py)
     quantizer: str = "vq"  # 'vq' (learned codebook) | 'fsq' (models/fsq.py: fixed levels)
     fsq_levels: tuple[int, ...] = ()  # fsq: code_dim = len(levels), num_codes = prod(levels)
+    # Not a config key: the training stage sets it to loss.restart_dead_after (models/vq.py).
+    restart_after: int = 0
 
     def setup_common(self):
         """Validate shapes; -> (compute dtype, param dtype)."""
@@ -54,7 +56,7 @@ class VideoVQModel(TransformerFields):
             raise ValueError(f"model.restart_sampling must be 'uniform' or 'error'; got "
                              f"{self.restart_sampling!r}")
         return VectorQuantizer(self.num_codes, self.code_dim, self.commitment, param_dtype,
-                               self.restart_sampling)
+                               self.restart_sampling, self.restart_after)
 
     def check_frames(self, frames_BTHWC: jax.Array) -> None:
         want = (*self.image_size, self.channels)

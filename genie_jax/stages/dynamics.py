@@ -39,7 +39,8 @@ from genie_jax.models.vq import restart_dead_codes_in_state
 from genie_jax.stages.base import FrozenInput, Stage
 from genie_jax.stages.lam import build_lam
 from genie_jax.stages.tokenizer import build_tokenizer
-from genie_jax.stages.video_vq import build_model, check_lam_tokens, encode_tokens, frozen_run
+from genie_jax.stages.video_vq import (build_model, check_lam_tokens, encode_tokens, frozen_run,
+                                       training_model)
 
 LAM_MODES = ("frozen", "cotrain", "true_actions")
 
@@ -91,7 +92,7 @@ class DynamicsStage(Stage):
         check_dynamics_config(config)
         self.model = build_dynamics(config.model)
         self.tokenizer = build_tokenizer(config.tokenizer.model)
-        self.lam = build_lam(config.lam.model)
+        self.lam = training_model(build_lam(config.lam.model), config)
         self.cotrain = config.lam.mode == "cotrain"
         self.true_actions = config.lam.mode == "true_actions"
         self.token_cache = config.data.get("token_cache", "")

@@ -15,7 +15,7 @@ from genie_jax.errors import UserError
 from genie_jax.stages.base import FrozenInput
 from genie_jax.stages.tokenizer import build_tokenizer
 from genie_jax.stages.video_vq import (VideoVQStage, build_model, check_lam_tokens, encode_tokens,
-                                       frame_grid, frozen_run)
+                                       frame_grid, frozen_run, training_model)
 
 
 def build_lam(model_cfg) -> LatentActionModel:
@@ -27,7 +27,7 @@ class LamStage(VideoVQStage):
 
     def __init__(self, config):
         super().__init__(config)
-        self.model = build_lam(config.model)
+        self.model = training_model(build_lam(config.model), config)
         self.tokenizer = None
         if config.model.get("input", "pixels") == "tokens":
             if "tokenizer" not in config:

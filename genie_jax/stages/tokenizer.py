@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from genie_jax.metrics import psnr, ssim
 from genie_jax.models.layers import to_unit_float
 from genie_jax.models.tokenizer import Tokenizer
-from genie_jax.stages.video_vq import VideoVQStage, build_model, frame_grid
+from genie_jax.stages.video_vq import VideoVQStage, build_model, frame_grid, training_model
 
 
 def build_tokenizer(model_cfg) -> Tokenizer:
@@ -18,7 +18,7 @@ class TokenizerStage(VideoVQStage):
 
     def __init__(self, config):
         super().__init__(config)
-        self.model = build_tokenizer(config.model)
+        self.model = training_model(build_tokenizer(config.model), config)
 
     def loss(self, params, frozen, model_state, batch, rng):
         (recon, _, aux), new_state = self.apply_train(params, model_state, batch["frames"], rng)

@@ -26,6 +26,12 @@ def build_model(cls, model_cfg):
     return cls(**kw)
 
 
+def training_model(model, config):
+    """`model` as a training stage runs it: its quantiser draws dead-code restart candidates
+    only on the steps that restart a code (loss.restart_dead_after; models/vq.py)."""
+    return model.clone(restart_after=int(config.loss.get("restart_dead_after", 0)))
+
+
 def params_init(model):
     """frames -> model params (an init whose shapes give a frozen input's abstract params)."""
     def init(frames):  # keys made inside: traced under eval_shape, never run on a device

@@ -99,3 +99,31 @@ def test_unknown_restart_sampling_is_a_clear_error():
     v = nn.unbox(vq.init({"params": jax.random.PRNGKey(1), "vq": jax.random.PRNGKey(2)}, z))
     with pytest.raises(ValueError, match="restart_sampling.*'nearest'"):
         vq.apply(v, z, train=True, rngs={"vq": jax.random.PRNGKey(3)}, mutable=["vq_stats"])
+
+
+@pytest.mark.parametrize("mode", ["uniform", "error"])
+def test_restart_after_draws_only_on_restart_steps_and_restarts_the_same(mode):
+    """With restart_after set, candidates are drawn only on steps where a code reaches that age
+    (the steps restart_dead_codes restarts), and they equal the every-step draw's there; every
+    other step keeps the old ones. So a run restarts the same codes to the same vectors."""
+    V, L, after = 8, 4, 2
+    z = jax.random.normal(jax.random.PRNGKey(0), (3, 5, L))
+    every = VectorQuantizer(num_codes=V, code_dim=L, restart_sampling=mode)
+    lazy = VectorQuantizer(num_codes=V, code_dim=L, restart_sampling=mode, restart_after=after)
+    v0 = nn.unbox(every.init({"params": jax.random.PRNGKey(1), "vq": jax.random.PRNGKey(2)}, z))
+    states = {"every": v0["vq_stats"], "lazy": v0["vq_stats"]}
+    due_steps = 0
+    for step in range(4):
+        out = {}
+        for name, vq in (("every", every), ("lazy", lazy)):
+            f = jax.jit(lambda s, r, vq=vq: vq.apply({"params": v0["params"], "vq_stats": s}, z,
+                                                     train=True, rngs={"vq": r},
+                                                     mutable=["vq_stats"])[1]["vq_stats"])
+            out[name] = f(states[name], jax.random.PRNGKey(10 + step))
+        np.testing.assert_array_equal(out["lazy"]["age"], out["every"]["age"])
+        due = bool((np.asarray(out["every"]["age"]) >= after).any())
+        due_steps += due
+        want = out["every"] if due else states["lazy"]
+        np.testing.assert_array_equal(out["lazy"]["candidates"], want["candidates"])
+        states = out
+    assert 0 < due_steps < 4  # steps 0-1 are not due (ages 1, then 2 for the unused codes)
