@@ -2,9 +2,8 @@
 
 Each block is pre-norm: x += SpatialAttn(LN(x)); x += CausalTemporalAttn(LN(x)); x += MLP(LN(x)).
 Attention goes through jax.nn.dot_product_attention so the backend can pick a fused kernel
-(`attention_impl`: None lets XLA choose, except that spatial attention on the CPU backend takes
-'heads_major', our own XLA spatial attention (`heads_major_attention`: 1.2x faster for the
-quickstart's tokenizer step); 'cudnn' asks for cuDNN flash attention on GPU). Under
+(`attention_impl`: None lets XLA choose, 'cudnn' asks for cuDNN flash attention on GPU;
+'heads_major' is our own XLA spatial attention, `heads_major_attention`). Under
 'cudnn', spatial attention pads each frame to a multiple of CUDNN_SEQ_MULTIPLE tokens
 (`full_attention`): cuDNN's fused kernel refuses odd lengths when training, and a dynamics frame
 is 256 patches plus its action token.
@@ -53,8 +52,6 @@ def full_attention(q_BLKE: jax.Array, k_BLKE: jax.Array, v_BLKE: jax.Array,
     the padded queries' rows are dropped: the same output as the unpadded attention."""
     if pad_multiple is None and implementation == "cudnn":
         pad_multiple = CUDNN_SEQ_MULTIPLE
-    if implementation is None and jax.default_backend() == "cpu":
-        implementation = HEADS_MAJOR
     B, L = q_BLKE.shape[:2]
     pad = -L % pad_multiple if pad_multiple else 0
     if implementation == HEADS_MAJOR:
@@ -75,8 +72,10 @@ def heads_major_attention(q_BLKE: jax.Array, k_BMKE: jax.Array, v_BMKE: jax.Arra
     """Softmax attention (no mask) whose scores and probabilities are laid out [B, K, L, M]:
     `attention_impl='heads_major'` (spatial attention; temporal attention then uses jax's XLA
     path). The same math as jax.nn.dot_product_attention's XLA path; on XLA:CPU its batched dots
-    and softmax ran 1.15x faster for a 256-token frame (fwd + bwd), so it is what
-    `attention_impl=None` runs on the CPU (experiments/RESULTS.md, "Where the CPU step goes")."""
+    and softmax ran 1.15x faster for a 256-token frame (fwd + bwd). Not the default: its last-bit
+    differences change a run's trajectory, and the quickstart world built with it (2026-11-28)
+    came out below issue 11 §4's targets: ΔtPSNR 0.10 against 1.14 (experiments/RESULTS.md,
+    "A last-bit change to attention")."""
     scale = jnp.asarray(q_BLKE.shape[-1] ** -0.5, q_BLKE.dtype)
     logits_BKLM = jnp.einsum("blke,bmke->bklm", q_BLKE * scale, k_BMKE)
     probs_BKLM = jax.nn.softmax(logits_BKLM.astype(jnp.float32), axis=-1).astype(v_BMKE.dtype)
