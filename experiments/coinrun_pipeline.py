@@ -75,6 +75,7 @@ def _headline(eval_json: str) -> dict:
         "rollout_psnr": r["rollout"]["psnr"],
         "rollout_psnr_random_actions": r["rollout"]["random_actions"]["psnr"],
         "delta_psnr_t4": r["controllability"]["delta_psnr"],
+        "delta_psnr_t4_stderr": r["controllability"].get("delta_psnr_stderr"),
         "delta_psnr_t4_shuffled": r["controllability"].get("delta_psnr_shuffled"),
         "rollout_pooled_psnr": r["rollout"].get("pooled_psnr"),
         "still_image_pooled_psnr": r["repeat_last_frame"].get("pooled_psnr"),

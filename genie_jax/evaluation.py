@@ -68,6 +68,7 @@ from genie_jax import media
 from genie_jax.data.games import COINRUN_CLASS_NAMES, coinrun_action_class
 from genie_jax.errors import UserError
 from genie_jax.metrics import (codebook_usage, contingency_table, delta_psnr_per_step,
+                               delta_psnr_stderr_per_step,
                                normalized_mutual_information, per_step_mean, pooled_psnr, psnr,
                                ssim, value_at_step)
 from genie_jax.models.layers import to_unit_float
@@ -433,6 +434,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     psnr_inf, psnr_rand = per_step_mean(main_psnr), per_step_mean(roll["psnr_rand"])
     ssim_inf = per_step_mean(main_ssim)
     dpsnr = delta_psnr_per_step(main_psnr, roll["psnr_rand"])
+    dpsnr_se = delta_psnr_stderr_per_step(main_psnr, roll["psnr_rand"])
     dpsnr_shuf = delta_psnr_per_step(main_psnr, roll["psnr_shuf"]) if has_lam else None
     true_tr = true_all[:, :-1]  # actions[t]: transition t -> t+1, as the latent a_t
     has_true = bool(np.any(true_tr >= 0)) and has_lam
@@ -495,6 +497,9 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
                                **_pooled(roll["psnr_repeat_tokens"])},
         "controllability": {"t": s.delta_t, "delta_psnr": value_at_step(dpsnr, s.delta_t),
                             "delta_psnr_per_step": dpsnr,
+                            # over clips, paired: how far another draw of clips could move it
+                            "delta_psnr_stderr": value_at_step(dpsnr_se, s.delta_t),
+                            "delta_psnr_stderr_per_step": dpsnr_se,
                             "delta_psnr_shuffled": (None if dpsnr_shuf is None else
                                                     value_at_step(dpsnr_shuf, s.delta_t)),
                             "delta_psnr_shuffled_per_step": dpsnr_shuf},

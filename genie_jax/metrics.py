@@ -6,7 +6,8 @@ jax, on frames in [0, 1] with any leading axes (training eval and `genie-jax eva
 numpy, on host arrays (`genie-jax eval`, genie_jax/evaluation.py):
   contingency_table (of two labellings; negative labels are unknown and dropped),
   entropy_of_counts, mutual_information, normalized_mutual_information (latent vs true actions),
-  codebook_usage (codes used, perplexity), per_step_mean, delta_psnr_per_step (controllability),
+  codebook_usage (codes used, perplexity), per_step_mean, delta_psnr_per_step (controllability)
+  and its standard error over clips (delta_psnr_stderr_per_step),
   value_at_step.
 """
 from __future__ import annotations
@@ -153,6 +154,25 @@ def delta_psnr_per_step(psnr_inferred_CS, psnr_random_CS) -> list:
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"need two [clips, steps] arrays of one shape; got {a.shape}, {b.shape}")
     return per_step_mean(a - b)
+
+
+def delta_psnr_stderr_per_step(psnr_inferred_CS, psnr_random_CS) -> list:
+    """Standard error of `delta_psnr_per_step` per step: the sample standard deviation over clips
+    of the paired difference (the same clip under both action sets), over sqrt(clips); NaN
+    entries ignored, NaN where fewer than 2 clips. On 30 CoinRun clips it was 0.3-0.4 dB: eval
+    seeds 0, 1, 2 gave one world's delta-PSNR(t=4) as 1.14, 0.34 and 0.78
+    (experiments/RESULTS.md, "How much one eval can tell")."""
+    import numpy as np
+    a, b = np.asarray(psnr_inferred_CS, np.float64), np.asarray(psnr_random_CS, np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"need two [clips, steps] arrays of one shape; got {a.shape}, {b.shape}")
+    d = a - b
+    out = []
+    for col in d.T:
+        col = col[~np.isnan(col)]
+        out.append(float(np.std(col, ddof=1) / np.sqrt(len(col))) if len(col) > 1
+                   else float("nan"))
+    return out
 
 
 def value_at_step(per_step: list, t: int):

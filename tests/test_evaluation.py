@@ -11,7 +11,7 @@ from genie_jax.data.games import coinrun_action_class
 from genie_jax.evaluation import (action_nmi, episode_source_name, infer_actions_windowed,
                                   is_coinrun, rollout_rows, select_clips, window_starts)
 from genie_jax.metrics import (codebook_usage, contingency_table, delta_psnr_per_step,
-                               mutual_information, normalized_mutual_information, per_step_mean,
+                               delta_psnr_stderr_per_step, mutual_information, normalized_mutual_information, per_step_mean,
                                value_at_step)
 from genie_jax.sample_video import parse_actions
 
@@ -104,6 +104,22 @@ def test_delta_psnr_arithmetic_and_per_step_aggregation():
     assert per_step_mean([[1.0, np.nan], [3.0, 4.0]]) == [2.0, 4.0]
     with pytest.raises(ValueError):
         delta_psnr_per_step(inferred, random[:, :3])
+
+
+def test_delta_psnr_stderr_is_over_paired_clip_differences():
+    inferred = np.array([[20.0, 22.0], [18.0, 20.0], [21.0, np.nan]])
+    random = np.array([[19.0, 22.0], [18.0, 17.0], [18.0, 1.0]])
+    se = delta_psnr_stderr_per_step(inferred, random)
+    # step 1: differences 1, 0, 3 -> sd 1.5275 / sqrt(3); step 2: 0, 3 (NaN clip left out)
+    assert se[0] == pytest.approx(np.std([1.0, 0.0, 3.0], ddof=1) / np.sqrt(3))
+    assert se[1] == pytest.approx(np.std([0.0, 3.0], ddof=1) / np.sqrt(2))
+    # a shift common to both action sets (an easy clip) adds nothing: the pairing removes it
+    assert delta_psnr_stderr_per_step(inferred + np.array([[5.0], [0.0], [-3.0]]),
+                                      random + np.array([[5.0], [0.0], [-3.0]])) == \
+        pytest.approx(se)
+    assert np.isnan(delta_psnr_stderr_per_step([[1.0]], [[0.0]])[0])
+    with pytest.raises(ValueError):
+        delta_psnr_stderr_per_step(inferred, random[:, :1])
 
 
 def test_codebook_usage():

@@ -62,6 +62,8 @@ def main(argv):
                                            f" (against shuffled actions "
                                            f"{_fmt(true['delta_psnr_shuffled'])})"))
     shuf = r["controllability"].get("delta_psnr_shuffled")
+    se = r["controllability"].get("delta_psnr_stderr")
+    se_txt = "" if se is None or se != se else f" ± {se:.2f} (standard error over clips)"
     shuf_txt = "" if shuf is None else f" (against shuffled actions {_fmt(shuf)})"
     lam_txt = "" if r["lam"] is None else f"; LAM usage {r['lam']['code_usage']:.2f}"
     print(f"tokenizer PSNR {r['tokenizer']['psnr']:.2f} SSIM {r['tokenizer']['ssim']:.3f} "
@@ -72,7 +74,7 @@ def main(argv):
           f"{r['repeat_last_tokens']['psnr']:.2f}; errors pooled over clips: rollout "
           f"{r['rollout']['pooled_psnr']:.2f}, repeat last frame "
           f"{r['repeat_last_frame']['pooled_psnr']:.2f}); delta-PSNR@{t} "
-          f"{_fmt(r['controllability']['delta_psnr'])}{shuf_txt}{true_txt}{lam_txt}"
+          f"{_fmt(r['controllability']['delta_psnr'])}{se_txt}{shuf_txt}{true_txt}{lam_txt}"
           f"{nmi_txt}{probe_txt}", flush=True)
     fx = r.get("action_effect")
     if fx:
