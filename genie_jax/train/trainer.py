@@ -9,7 +9,9 @@ Flow of one run:
         every log_every: fetch metrics, NaN check, console/TensorBoard
         every eval_every: held-out eval;  every checkpoint.every: async orbax save
   finish (end, SIGTERM, time limit): save and evaluate the final step unless that step already
-        was, write summary.json and the final images.
+        was (after a SIGTERM the save is committed first), write summary.json and the final images.
+  The loop keeps at most one step queued behind the running one, so a SIGTERM is acted on within
+  about a step.
   A SIGTERM that arrives before the handler is installed (while imports and the engine are being
   built) ends the process at once with the default action (exit -15); nothing is lost, since no
   step has run yet since the last checkpoint.
@@ -404,6 +406,7 @@ def _loop(engine: Engine, state, start: int, frozen, train_iter, eval_batches,
     saved_step = start if start > 0 else None  # the step on disk now
     preempted = False
     step = start
+    in_flight = None  # the previous step's loss: the loop waits for it (below)
     t_start = time.perf_counter()
     logger.start(step)
 
@@ -435,6 +438,13 @@ def _loop(engine: Engine, state, start: int, frozen, train_iter, eval_batches,
             stage.check_batch(local, config.data.batch_size // jax.process_count())
         state, metrics = engine.step_fn(state, engine.global_batch(local), frozen)
         window.add(metrics)
+        # At most one step queued behind the running one. Without this wait the loop ran up to
+        # 8 steps ahead of the device, and a SIGTERM waited for them before its save (quickstart
+        # tokenizer: checkpoint committed 4.9 s after the signal, against 1.2 s with the wait).
+        # It waits for completion only; nothing is transferred to the host.
+        if in_flight is not None:
+            jax.block_until_ready(in_flight)
+        in_flight = metrics["loss"]
         step += 1
         # Host work happens only at log, eval and checkpoint steps; the transfers it makes are
         # allowed explicitly, so a guard around the loop (tests/train/test_trainer.py) catches
@@ -458,6 +468,8 @@ def _loop(engine: Engine, state, start: int, frozen, train_iter, eval_batches,
     # step is saved and evaluated once, whatever the loop already did at that step.
     if step > start and saved_step != step:
         save(step)  # (the finish path runs outside any guard: it is host work)
+    if preempted:
+        ckpt.wait()  # committed before the final eval: a SIGKILL after the grace period loses nothing
     if eval_batches and (not history or history[-1]["step"] != step):
         # A run cut short reports its final state in summary.json but not in metrics.jsonl, so
         # that file reads the same once the run is resumed as an uninterrupted run's.

@@ -213,3 +213,15 @@ def test_fsq_tokenizer_trains_and_resumes_bit_for_bit(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert train(_fsq(_cfg_steps(**cfg)), wd)["step"] == 8
     assert _jsonl(wd) == _jsonl(ref)
+
+
+def test_loop_keeps_at_most_one_step_queued(tmp_path, monkeypatch):
+    """Each step waits for the one before it (not a host transfer), so a SIGTERM is acted on
+    within about one step instead of after the steps the loop had queued ahead of the device."""
+    waited = []
+    real = jax.block_until_ready
+    monkeypatch.setattr(jax, "block_until_ready",
+                        lambda x: (waited.append(float(np.asarray(real(x)))), x)[1])
+    summary = train(_cfg_steps(steps=6, log_every=3, ck_every=6, eval_every=6), str(tmp_path))
+    assert summary["step"] == 6 and len(waited) == 5  # steps 2-6 each wait for the previous
+    assert all(np.isfinite(waited))
