@@ -11,8 +11,8 @@ from genie_jax.data.games import coinrun_action_class
 from genie_jax.evaluation import (action_nmi, episode_source_name, infer_actions_windowed,
                                   is_coinrun, rollout_rows, select_clips, window_starts)
 from genie_jax.metrics import (codebook_usage, contingency_table, delta_psnr_per_step,
-                               delta_psnr_stderr_per_step, mutual_information, normalized_mutual_information, per_step_mean,
-                               value_at_step)
+                               delta_psnr_stderr_per_step, mutual_information,
+                               normalized_mutual_information, per_step_mean, value_at_step)
 from genie_jax.sample_video import parse_actions
 
 

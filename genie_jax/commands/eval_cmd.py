@@ -9,6 +9,7 @@ Writes eval.json, psnr_per_step.png, rollouts.png and rollouts.gif into --out.
 """
 from __future__ import annotations
 
+import math
 import os
 
 from absl import flags
@@ -63,7 +64,8 @@ def main(argv):
                                            f"{_fmt(true['delta_psnr_shuffled'])})"))
     shuf = r["controllability"].get("delta_psnr_shuffled")
     se = r["controllability"].get("delta_psnr_stderr")
-    se_txt = "" if se is None or se != se else f" ± {se:.2f} (standard error over clips)"
+    se_txt = ("" if se is None or math.isnan(se) else
+              f" ± {se:.2f} (standard error over clips)")
     shuf_txt = "" if shuf is None else f" (against shuffled actions {_fmt(shuf)})"
     lam_txt = "" if r["lam"] is None else f"; LAM usage {r['lam']['code_usage']:.2f}"
     print(f"tokenizer PSNR {r['tokenizer']['psnr']:.2f} SSIM {r['tokenizer']['ssim']:.3f} "

@@ -75,7 +75,7 @@ def heads_major_attention(q_BLKE: jax.Array, k_BMKE: jax.Array, v_BMKE: jax.Arra
     and softmax ran 1.15x faster for a 256-token frame (fwd + bwd). Not the default: its last-bit
     differences change a run's trajectory, and the quickstart world built with it (2026-11-28)
     came out below issue 11 §4's targets: ΔtPSNR 0.10 against 1.14 (experiments/RESULTS.md,
-    "A last-bit change to attention")."""
+    "Heads-major attention as the CPU default: tried, reverted")."""
     scale = jnp.asarray(q_BLKE.shape[-1] ** -0.5, q_BLKE.dtype)
     logits_BKLM = jnp.einsum("blke,bmke->bklm", q_BLKE * scale, k_BMKE)
     probs_BKLM = jax.nn.softmax(logits_BKLM.astype(jnp.float32), axis=-1).astype(v_BMKE.dtype)

@@ -469,7 +469,8 @@ def _loop(engine: Engine, state, start: int, frozen, train_iter, eval_batches,
     if step > start and saved_step != step:
         save(step)  # (the finish path runs outside any guard: it is host work)
     if preempted:
-        ckpt.wait()  # committed before the final eval: a SIGKILL after the grace period loses nothing
+        ckpt.wait()  # committed before the final eval: a SIGKILL after the grace period
+                     # then loses nothing
     if eval_batches and (not history or history[-1]["step"] != step):
         # A run cut short reports its final state in summary.json but not in metrics.jsonl, so
         # that file reads the same once the run is resumed as an uninterrupted run's.
