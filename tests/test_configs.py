@@ -152,6 +152,8 @@ def test_coinrun_dynamics_matches_the_stages_it_builds_on():
     # quickstart world responds"): no LAM commitment loss, the action on every patch, whole
     # next-frame targets in half the samples; the Genie-style settings stay one knob away
     assert cfgs["lam"].model.commitment == 0.0 and cfgs["tokenizer"].model.commitment == 0.25
+    # the LAM's loss weights what changed between the frames ("400 episodes" there)
+    assert cfgs["lam"].loss.change_weight == 60.0
     assert (dyn.model.action_mode, dyn.loss.next_frame_prob) == ("add", 0.5)
     token = _load("dynamics_coinrun.py").get_config("action_mode=token")
     assert token.model.action_mode == "token"

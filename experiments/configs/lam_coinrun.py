@@ -10,9 +10,10 @@ Knobs:
   input   pixels | tokens: the encoder reads the codes of the CoinRun tokenizer run named by
           the `tokenizer` knob (default runs/tok_coinrun), Genie's LAM-input ablation
   tok_temporal  that tokenizer run's `temporal` knob (causal | none)
-Loss: `--config.loss.change_weight=60` weights each pixel's error by how much it changed
-between the two frames (codes closer to the game's controls; experiments/RESULTS.md, "A LAM loss
-weighted by what changed"); 0, the plain MSE, is the default.
+Loss: `loss.change_weight` 60 (the default) weights each pixel's error by how much it changed
+between the two frames: codes closer to the game's controls, which the LAM's own decoder gains
+from (experiments/RESULTS.md, "A LAM loss weighted by what changed" and "400 episodes");
+`--config.loss.change_weight=0` is the plain MSE of the quickstart before 2026-11-28.
 The model is the tiny LAM (width 128, 2+2 layers, 6 codes) with patch 8 (base.LAM["cpu"]): an
 8x8 patch grid is enough to see what moved, and keeps the pixel decoder cheap.
 """
@@ -37,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                    temporal=knobs.tok_temporal)))
     base.set_lam_input(c.model, c.tokenizer.model, knobs.input)
     c.loss = ml_collections.ConfigDict(dict(
-        vq_weight=1.0, change_weight=0.0,
+        vq_weight=1.0, change_weight=60.0,
         restart_dead_after=base.SCHEDULE["tiny"]["restart_dead_after"]))
     base.set_budget(c, "lam", knobs.budget)
     return c
