@@ -1,7 +1,7 @@
 """The Genie ablations at CPU size on CoinRun, as one `genie-jax sweep`.
 
   # the dataset, once (as `make quickstart` makes it; or reuse data/coinrun_quick):
-  genie-jax data coinrun --out=data/coinrun --episodes=100 --length=300 \
+  genie-jax data coinrun --out=data/coinrun --episodes=400 --length=300 \
       --split=0.8,0.1,0.1 --workers=2
   genie-jax sweep --spec=experiments/sweeps/genie_coinrun.py:dir=data/coinrun,budget=quick \
       --root=runs/sweep_genie_coinrun [--shard=I/N]
@@ -9,8 +9,9 @@
 
 The design is one change at a time (one_at_a_time): the baseline is the quickstart world (the
 first value of each axis: additive actions, a LAM trained first and frozen, 6 latent actions, a
-LAM that reads pixels),
-and each other row changes one axis from it:
+LAM that reads pixels; its loss is lam_coinrun.py's, change-weighted since 2026-11-28: the
+table in experiments/RESULTS.md, "The Genie ablations", was made with the plain MSE on 100
+episodes), and each other row changes one axis from it:
   :action_mode           add | token          how the dynamics is conditioned on the action
                          (Genie adds the action's embedding; token is one more token per frame)
   :lam_mode              frozen | cotrain | true_actions   LAM trained first and frozen, trained
