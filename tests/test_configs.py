@@ -133,7 +133,10 @@ def test_the_budget_table_drives_the_coinrun_configs(stage):
     for budget, steps in zip(base.BUDGETS, row["steps"]):
         c = mod.get_config(f"budget={budget}")
         assert c.train.steps == steps
-        assert c.train.eval_every == c.checkpoint.every == steps // row["evals"]
+        assert c.train.eval_every == c.checkpoint.every
+        # exactly `evals` evaluations, the last at the final step (trainer.due)
+        assert sum(s % c.train.eval_every == 0 or s == steps for s in range(1, steps + 1)) \
+            == row["evals"]
         assert c.train.log_every == row["log_every"]
     assert list(row["steps"]) == sorted(row["steps"]) and row["steps"][0] < row["steps"][1]
     with pytest.raises(ValueError, match="unknown budget 'huge'"):
@@ -147,7 +150,11 @@ def test_coinrun_dynamics_matches_the_stages_it_builds_on():
     assert dyn.tokenizer.model.to_dict() == cfgs["tokenizer"].model.to_dict()
     assert dyn.lam.model.to_dict() == cfgs["lam"].model.to_dict()
     assert (dyn.tokenizer.workdir, dyn.lam.workdir, dyn.data.dir) == ("t", "l", "d")
-    assert dyn.data.num_frames == cfgs["tokenizer"].data.num_frames  # the tokenizer's window
+    # the per-frame tokenizer trains on single frames, as many per step as 4-frame windows gave
+    tok = cfgs["tokenizer"].data
+    assert (tok.num_frames, tok.batch_size) == (1, 16) and dyn.data.num_frames == 4
+    causal = _load("tokenizer_coinrun.py").get_config("dir=d,budget=quick,temporal=causal").data
+    assert (causal.num_frames, causal.batch_size) == (4, 4)
     # the choices that make the quickstart world respond (experiments/RESULTS.md, "The
     # quickstart world responds"): no LAM commitment loss, the action on every patch, whole
     # next-frame targets in half the samples; the Genie-style settings stay one knob away
