@@ -9,9 +9,10 @@
 
 The design is one change at a time (one_at_a_time): the baseline is the quickstart world (the
 first value of each axis: additive actions, a LAM trained first and frozen, 6 latent actions, a
-LAM that reads pixels; its loss is lam_coinrun.py's, change-weighted since 2026-11-28: the
-table in experiments/RESULTS.md, "The Genie ablations", was made with the plain MSE on 100
-episodes), and each other row changes one axis from it:
+LAM that reads pixels; its loss is lam_coinrun.py's, change-weighted since 2026-11-28, and its
+tokenizer trains on single frames since then too: the table in experiments/RESULTS.md, "The
+Genie ablations", was made with the plain MSE, 4-frame tokenizer windows and 100 episodes), and
+each other row changes one axis from it:
   :action_mode           add | token          how the dynamics is conditioned on the action
                          (Genie adds the action's embedding; token is one more token per frame)
   :lam_mode              frozen | cotrain | true_actions   LAM trained first and frozen, trained
