@@ -78,8 +78,7 @@ TOKENIZER = {
 # 64x64 frames: a 16x16 token grid. Every frame coded alone (temporal 'none'): 13% less time per
 # step than the ST-ViViT at equal quality, and the sampler decodes only the new frame; with
 # error-weighted code restarts (and 10x codebook steps, tokenizer_coinrun.py) it reaches 27.1 dB
-# on the quickstart's test clips in 2000 steps (experiments/RESULTS.md, "A per-frame tokenizer");
-# trained on single frames, 27.6 in 1250 (on 400 episodes, "A tokenizer trained on single frames").
+# on the quickstart's test clips in 2000 steps (experiments/RESULTS.md, "A per-frame tokenizer").
 TOKENIZER["cpu"] = dict(TOKENIZER["tiny"], patch_size=4, temporal="none", restart_sampling="error")
 # Pod sizes: bf16 compute, f32 parameters, blocks rematerialised in the backward pass (remat
 # policy 'full': each block's input kept, the block rerun; 'save_dots' keeps the projection and
@@ -145,8 +144,7 @@ LAM_INPUTS = ("pixels", "tokens")  # what the LAM encoder reads (models/lam.py)
 # how many times a run evaluates and checkpoints (evenly spaced) and how often it logs.
 # CPU minutes on 2 cores, tokenizer / LAM / dynamics: quick ~6-9 / 2.5-4 / 12-15 (`make
 # quickstart`), default ~20 / 4 / 20, quality ~55 / 7 / 40 (the CoinRun quality run); smoke:
-# seconds (tests). The quick tokenizer's 1250 steps of single frames reach what 2000 steps of
-# 4-frame windows did (experiments/RESULTS.md, "A tokenizer trained on single frames").
+# seconds (tests). Quick tokenizer steps: see tokenizer_coinrun.py's single frames.
 BUDGETS = ("smoke", "quick", "default", "quality")
 COINRUN_BUDGET = {
     #                  smoke quick default quality

@@ -10,7 +10,7 @@ Knobs:
           frame coded alone (and so trained on single frames, 16 a step), error-weighted code
           restarts and 10x codebook steps;
           coinrun: Genie's CoinRun tokenizer (ST-ViViT)
-  budget  (size=cpu) smoke: seconds (tests); quick: ~9 CPU minutes, the `make quickstart`
+  budget  (size=cpu) smoke: seconds (tests); quick: ~10 CPU minutes, the `make quickstart`
           stage; default: ~18 minutes; quality: ~45 minutes, the first stage of the CoinRun
           quality run (train steps: base.COINRUN_BUDGET)
   temporal  causal (ST-ViViT, causal temporal attention) | none (every frame coded alone,
