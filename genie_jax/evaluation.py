@@ -172,6 +172,7 @@ class EvalSettings:
     steps: int | None = None          # MaskGIT steps (default: the run's sampling.steps)
     temperature: float | None = None  # default: the run's sampling.temperature
     pick: str | None = None           # 'sample' | 'mbr' (default: the run's sampling.pick)
+    guidance: float | None = None     # action guidance (default: the run's sampling.guidance)
     grid_clips: int = 4
     step: int | None = None           # checkpoint step (default: newest readable)
 
@@ -270,14 +271,15 @@ def open_split(cfg, split: str, data_dir: str | None = None):
                         f"(data.source={cfg.data.source!r}): {e}") from None
 
 
-def load_world_model(workdir: str, *, steps=None, temperature=None, step=None, pick=None):
+def load_world_model(workdir: str, *, steps=None, temperature=None, step=None, pick=None,
+                     guidance=None):
     """WorldModel.load with one-line errors that name the workdir."""
     from genie_jax.sampling import WorldModel
     if not os.path.isdir(workdir):
         raise UserError(f"workdir {workdir!r} does not exist")
     try:
         return WorldModel.load(workdir, step=step, steps=steps, temperature=temperature,
-                               pick=pick)
+                               pick=pick, guidance=guidance)
     except UserError as e:
         msg = str(e)
         raise UserError(msg if workdir in msg else f"{workdir}: {msg}") from None
@@ -323,7 +325,7 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     s = settings
     _check_settings(s)
     wm = load_world_model(workdir, steps=s.steps, temperature=s.temperature, step=s.step,
-                          pick=s.pick)
+                          pick=s.pick, guidance=s.guidance)
     cfg = wm.config
     trained_on_true = str(cfg.lam.get("mode", "frozen")) == "true_actions"
     has_lam = "lam" in wm.params
@@ -345,7 +347,8 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
     B = min(s.batch_size, C)
     A = int(wm.dynamics.num_actions)
     log(f"eval: {C} clips of {clip_len} frames from split {s.split!r} ({names or ['?']}); "
-        f"MaskGIT steps {wm.steps}, temperature {wm.temperature}, pick {wm.pick}")
+        f"MaskGIT steps {wm.steps}, temperature {wm.temperature}, pick {wm.pick}"
+        + (f", action guidance {wm.guidance}" if wm.guidance != 1.0 else ""))
 
     tok = wm.tokenizer
     tok_window = min(nf, clip_len, tok.max_frames)
@@ -467,7 +470,8 @@ def evaluate(workdir: str, settings: EvalSettings, log=print) -> tuple[dict, dic
             "clips_per_episode": s.clips_per_episode, "clips": C,
             "episodes_too_short": short, "seed": s.seed, "prompt_frames": K,
             "rollout_frames": S, "batch_size": B, "maskgit_steps": wm.steps,
-            "temperature": wm.temperature, "pick": wm.pick, "schedule": wm.schedule,
+            "temperature": wm.temperature, "pick": wm.pick,
+            "guidance": wm.guidance, "schedule": wm.schedule,
             "buffer_frames": wm.max_frames, "delta_t": s.delta_t,
             "tokenizer_window": tok_window, "lam_window": lam_window,
             "data_source": str(cfg.data.source), "data_dir": str(cfg.data.get("dir", "")),

@@ -37,6 +37,7 @@ class SampleSettings:
     steps: int | None = None
     temperature: float | None = None
     pick: str | None = None     # 'sample' | 'mbr' (default: the run's sampling.pick)
+    guidance: float | None = None  # action guidance (default: the run's sampling.guidance)
     seed: int = 0
     fps: float = 8.0
     scale: int = 0              # 0: automatic (shorter side about 256 px)
@@ -81,7 +82,7 @@ def sample(workdir: str, s: SampleSettings, log=print) -> dict:
     K = s.prompt_frames
     actions = amap.parse(s.actions) if s.actions is not None else None  # before loading
     wm = load_world_model(workdir, steps=s.steps, temperature=s.temperature, step=s.step,
-                          pick=s.pick)
+                          pick=s.pick, guidance=s.guidance)
     source = open_heldout(cfg, s.split)
     real = None
     if actions is not None:

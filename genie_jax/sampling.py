@@ -31,8 +31,14 @@ do this (every slide moves every frame), so they keep the context pass.
 
 MaskGIT decoding (genie_jax/models/maskgit.py): every token of the new frame starts masked and
 `steps` steps unmask it by confidence. Reproducible: the rng lives in the state.
+
+Action guidance (`guidance=w`, as classifier-free guidance): each MaskGIT step runs frame t twice,
+with its action and with "no action" (the same cached past), and samples from u + w (c - u) in
+log-probabilities. A dynamics learns "no action" past frame 0 from `loss.action_dropout`.
 """
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +65,7 @@ class WorldModel:
                  max_frames: int | None = None, kv_cache: bool = True,
                  rolling_cache: bool | None = None, order: str | None = None,
                  unroll: int | None = None, cast_params: bool = True,
-                 pick: str | None = None):
+                 pick: str | None = None, guidance: float | None = None):
         """params: {'dynamics', 'tokenizer', 'lam' (optional: needed for inferring actions)}.
         kv_cache=False re-runs the whole buffer at every MaskGIT step (the slow reference).
         rolling_cache: keep the KV cache across steps (module docstring); default: on for a
@@ -68,6 +74,11 @@ class WorldModel:
         pick: how each MaskGIT step picks a token, 'sample' (default: at the temperature) or
         'mbr' (minimum Bayes risk in the tokenizer's code space, models/maskgit.py; the
         temperature is then unused).
+        guidance: action guidance w (default: the run's sampling.guidance, else 1, none). Each
+        MaskGIT step's logits become u + w (c - u), c with the frame's action and u with "no
+        action" (log-probabilities; the past keeps its actions): w > 1 strengthens what the
+        action changes. Costs a second pass per MaskGIT step; meant for a dynamics trained with
+        loss.action_dropout > 0, which is what teaches it "no action" past frame 0.
         unroll: MaskGIT steps per loop iteration in the compiled step (default 1; the same
         outputs, a longer compile, fewer loop trips).
         cast_params: store the dynamics' floating params once in its compute dtype (a bf16
@@ -106,6 +117,9 @@ class WorldModel:
                             f"tokenizer's model.max_frames)")
         if self.steps < 1:
             raise UserError(f"sampling steps must be >= 1; got {self.steps}")
+        self.guidance = float(guidance if guidance is not None else sc.get("guidance", 1.0))
+        if not (self.guidance >= 0 and math.isfinite(self.guidance)):
+            raise UserError(f"sampling guidance must be a finite number >= 0; got {self.guidance}")
         self.unroll = int(unroll if unroll is not None else sc.get("unroll", 1))
         if self.unroll < 1:
             raise UserError(f"sampling unroll must be >= 1; got {self.unroll}")
@@ -170,6 +184,18 @@ class WorldModel:
                                      frame_BN[:, None], actions_BA, kv_slot=t,
                                      prev_tokens_BN=prev_BN)
         return logits[:, 0]
+
+    def _guided(self, logits_fn, actions_BA, t):
+        """logits_fn(frame, actions) -> frame -> the guided log-probabilities (__init__)."""
+        B, w = actions_BA.shape[0], self.guidance
+        no_action_BA = jax.lax.dynamic_update_slice(  # transition t-1 -> t: "no action"
+            actions_BA, jnp.full((B, 1), -1, jnp.int32), (0, t - 1))
+
+        def guided(frame_BN):
+            cond = jax.nn.log_softmax(logits_fn(frame_BN, actions_BA), axis=-1)
+            uncond = jax.nn.log_softmax(logits_fn(frame_BN, no_action_BA), axis=-1)
+            return uncond + w * (cond - uncond)
+        return guided
 
     def _decode_frame(self, params, tokens_BMN, t):
         safe = jnp.minimum(tokens_BMN, self.dynamics.num_codes - 1)  # mask slots are never read
@@ -246,10 +272,14 @@ class WorldModel:
         elif self.kv_cache:
             kv_cache = self._kv_cache(params, tokens, actions)
         if self.rolling or self.kv_cache:
-            logits_fn = lambda f: self._frame_logits(params, kv_cache, f, actions, t,  # noqa: E731
-                                                     prev_BN)
+            logits_fa = lambda f, a: self._frame_logits(params, kv_cache, f, a, t,  # noqa: E731
+                                                        prev_BN)
         else:  # reference path: the whole buffer at every MaskGIT step
-            logits_fn = lambda f: self._full_logits(params, tokens, f, actions, t)  # noqa: E731
+            logits_fa = lambda f, a: self._full_logits(params, tokens, f, a, t)  # noqa: E731
+        if self.guidance != 1.0:
+            logits_fn = self._guided(logits_fa, actions, t)
+        else:
+            logits_fn = lambda f: logits_fa(f, actions)  # noqa: E731
         frame_BN = maskgit_decode_frame(logits_fn, tokens.shape[0], self.N, r_step,
                                         mask_id=self.dynamics.mask_id, steps=self.steps,
                                         temperature=self.temperature, schedule=self.schedule,

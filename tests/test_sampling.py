@@ -281,3 +281,42 @@ def test_mbr_pick_is_deterministic_and_checked(wm_dir):
     assert wm.trace_count == 1
     with pytest.raises(UserError, match="pick"):
         WorldModel.load(wm_dir, pick="nucleus")
+
+
+def test_action_guidance_combines_the_two_passes_and_is_checked(wm_dir):
+    wm = WorldModel.load(wm_dir, guidance=3.0)
+    assert wm.guidance == 3.0 and WorldModel.load(wm_dir).guidance == 1.0
+    B, N, V, t = 2, 4, 5, 2
+    cond, uncond = (jax.random.normal(jax.random.PRNGKey(i), (B, N, V)) for i in (0, 1))
+    actions = jnp.array([[1, 2, 3], [4, 5, 0]])
+    seen = []
+
+    def logits_fa(frame_BN, a):  # a stub pass: "no action" at transition t-1 -> t picks uncond
+        seen.append(a)
+        return jnp.where((a[:, t - 1] < 0)[:, None, None], uncond, cond)
+    got = wm._guided(logits_fa, actions, t)(jnp.zeros((B, N), jnp.int32))
+    lc, lu = jax.nn.log_softmax(cond), jax.nn.log_softmax(uncond)
+    np.testing.assert_allclose(got, lu + 3.0 * (lc - lu), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(seen[1], [[1, -1, 3], [4, -1, 0]])  # only this frame's action
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(UserError, match="guidance"):
+            WorldModel.load(wm_dir, guidance=bad)
+
+
+def test_action_guidance_zero_ignores_the_frames_action_and_caching_agrees(wm_dir):
+    prompt = jnp.asarray(frames_batch(2, 2, 16, seed=2))
+    w0 = WorldModel.load(wm_dir, guidance=0.0)
+    frames = [w0.step(w0.reset(prompt, seed=1), jnp.array([a, a]))[0] for a in (1, 4)]
+    np.testing.assert_array_equal(*frames)  # w=0 samples from the "no action" pass alone
+    w1 = WorldModel.load(wm_dir)
+    assert not np.array_equal(*[w1.step(w1.reset(prompt, seed=1), jnp.array([a, a]))[0]
+                                for a in (1, 4)])
+    # greedy: the cached one-frame passes and the whole-buffer reference pick the same tokens
+    cached = WorldModel.load(wm_dir, temperature=0.0, guidance=2.5)
+    ref = WorldModel.load(wm_dir, temperature=0.0, guidance=2.5, kv_cache=False)
+    acts = jnp.array([[1, 2, 3, 4], [5, 4, 3, 2]])
+    s_c, s_r = cached.reset(prompt, seed=1), ref.reset(prompt, seed=1)
+    for i in range(acts.shape[1]):
+        _, s_c = cached.step(s_c, acts[:, i])
+        _, s_r = ref.step(s_r, acts[:, i])
+        np.testing.assert_array_equal(s_c["tokens"], s_r["tokens"])

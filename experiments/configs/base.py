@@ -280,7 +280,7 @@ def dynamics_model(tok: ml_collections.ConfigDict, lam: ml_collections.ConfigDic
 
 def dynamics_loss(restart_dead_after: int) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(mask_min=0.5, mask_max=1.0, next_frame_prob=0.0,
-                                          lam_weight=1.0, lam_vq_weight=1.0,
+                                          action_dropout=0.0, lam_weight=1.0, lam_vq_weight=1.0,
                                           restart_dead_after=restart_dead_after))
 
 

@@ -24,6 +24,16 @@ def define_pick_flag():
                              "Default: the run's sampling.pick, else sample")
 
 
+def define_guidance_flag():
+    """--guidance, shared by the commands that sample a world (eval, play, sample)."""
+    return flags.DEFINE_float("guidance", None,
+                              "action guidance w: each MaskGIT step samples from u + w (c - u), "
+                              "c the log-probabilities with the frame's action, u with 'no action' "
+                              "(w > 1: stronger response to the action; a second pass per step; "
+                              "for a dynamics trained with loss.action_dropout > 0). "
+                              "Default: the run's sampling.guidance, else 1 (none)")
+
+
 def init_distributed() -> None:
     """Start jax.distributed when a coordinator is given by flag or environment."""
     coord = _COORD.value or os.environ.get("GENIE_COORDINATOR_ADDRESS")

@@ -3,7 +3,7 @@
   genie-jax eval --workdir=runs/dyn [--out=runs/dyn/eval] [--episodes=32] [--clips_per_episode=1]
       [--rollout_frames=10]
       [--prompt_frames=1] [--seed=0] [--split=test] [--steps=S] [--temperature=X]
-      [--pick=sample|mbr]
+      [--pick=sample|mbr --guidance=W]
 
 Writes eval.json, psnr_per_step.png, rollouts.png and rollouts.gif into --out.
 """
@@ -14,7 +14,8 @@ import os
 
 from absl import flags
 
-from genie_jax.commands.common import define_pick_flag, quiet_logging, run_command
+from genie_jax.commands.common import (define_guidance_flag, define_pick_flag, quiet_logging,
+                                       run_command)
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -29,6 +30,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 8, "clips rolled out at once")
 _STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
 _TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
 _PICK = define_pick_flag()
+_GUIDANCE = define_guidance_flag()
 _DELTA_T = flags.DEFINE_integer("delta_t", 4, "generated frame at which delta-PSNR is reported")
 _CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default: newest)")
 
@@ -43,7 +45,8 @@ def main(argv):
                             rollout_frames=_ROLLOUT.value,
                             prompt_frames=_PROMPT.value, seed=_SEED.value, split=_SPLIT.value,
                             batch_size=_BATCH.value, delta_t=_DELTA_T.value, steps=_STEPS.value,
-                            temperature=_TEMP.value, step=_CKPT.value, pick=_PICK.value)
+                            temperature=_TEMP.value, step=_CKPT.value, pick=_PICK.value,
+                            guidance=_GUIDANCE.value)
     results, artifacts = evaluate(_WORKDIR.value, settings, log=lambda m: print(m, flush=True))
     out = _OUT.value or os.path.join(_WORKDIR.value, "eval")
     paths = write_outputs(out, results, artifacts)

@@ -2,7 +2,7 @@
 
   genie-jax play --workdir=runs/dyn [--port=8000] [--host=127.0.0.1]
       [--prompt=random|EPISODE|image.png|frames.npy] [--split=test] [--prompt_frames=1]
-      [--steps=S --temperature=X --pick=sample|mbr --seed=N --idle_timeout=600
+      [--steps=S --temperature=X --pick=sample|mbr --guidance=W --seed=N --idle_timeout=600
        --max_sessions=8]
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import time
 
 from absl import flags
 
-from genie_jax.commands.common import define_pick_flag, quiet_logging, run_command
+from genie_jax.commands.common import (define_guidance_flag, define_pick_flag, quiet_logging,
+                                       run_command)
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -29,6 +30,7 @@ _PROMPT_FRAMES = flags.DEFINE_integer("prompt_frames", 1, "frames in a held-out 
 _STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
 _TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
 _PICK = define_pick_flag()
+_GUIDANCE = define_guidance_flag()
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the prompts and sampling of every session")
 _IDLE = flags.DEFINE_float("idle_timeout", 600.0, "seconds before an idle tab's session is dropped")
 _MAX_SESSIONS = flags.DEFINE_integer("max_sessions", 8, "tabs served at once")
@@ -81,7 +83,7 @@ def main(argv):
     workdir, prompt = _WORKDIR.value, _PROMPT.value.strip()
     t0 = time.perf_counter()
     wm = load_world_model(workdir, steps=_STEPS.value, temperature=_TEMP.value, step=_CKPT.value,
-                          pick=_PICK.value)
+                          pick=_PICK.value, guidance=_GUIDANCE.value)
     action_map = load_action_map(workdir, int(wm.dynamics.num_actions))
     engine = PlayEngine(wm, action_map, _PROMPT_FRAMES.value)
     settings = PlaySettings(idle_timeout=_IDLE.value, max_sessions=_MAX_SESSIONS.value,

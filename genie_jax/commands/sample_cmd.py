@@ -3,14 +3,15 @@
   genie-jax sample --workdir=runs/dyn --out=rollout.gif --actions=RIGHT,RIGHT,UP [--prompt_frames=1]
   genie-jax sample --workdir=runs/dyn --out=rollout.gif --actions=0,3,1,1,2   (raw latent ids)
   genie-jax sample --workdir=runs/dyn --out=clip.mp4 --from_clip=3 [--frames=15]
-      [--steps=S --temperature=X --pick=sample|mbr --seed=N --split=test --fps=8 --scale=4]
+      [--steps=S --temperature=X --pick=sample|mbr --guidance=W --seed=N --split=test --fps=8 --scale=4]
 """
 from __future__ import annotations
 
 
 from absl import flags
 
-from genie_jax.commands.common import define_pick_flag, quiet_logging, run_command
+from genie_jax.commands.common import (define_guidance_flag, define_pick_flag, quiet_logging,
+                                       run_command)
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -26,6 +27,7 @@ _SPLIT = flags.DEFINE_string("split", "test", "held-out split the prompt comes f
 _STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
 _TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
 _PICK = define_pick_flag()
+_GUIDANCE = define_guidance_flag()
 _SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the video")
 _SCALE = flags.DEFINE_integer("scale", 0, "nearest-neighbour upscale factor (0: automatic)")
@@ -41,8 +43,8 @@ def main(argv):
     s = SampleSettings(out=_OUT.value, actions=_ACTIONS.value, from_clip=_FROM_CLIP.value,
                        prompt_frames=_PROMPT.value, frames=_FRAMES.value,
                        prompt_episode=_PROMPT_EP.value, split=_SPLIT.value, steps=_STEPS.value,
-                       temperature=_TEMP.value, pick=_PICK.value, seed=_SEED.value, fps=_FPS.value,
-                       scale=_SCALE.value, step=_CKPT.value)
+                       temperature=_TEMP.value, pick=_PICK.value, guidance=_GUIDANCE.value,
+                       seed=_SEED.value, fps=_FPS.value, scale=_SCALE.value, step=_CKPT.value)
     r = sample(_WORKDIR.value, s)
     print(f"wrote {r['path']}: {r['prompt_frames']} prompt + {r['generated']} generated frames "
           f"(x{r['scale']}{', real | generated' if r['side_by_side'] else ''}); "

@@ -8,7 +8,9 @@ Config sections:
              'true_actions' (no LAM: the dataset's recorded actions condition the dynamics, an
              ablation; model.num_actions = the dataset's action count), + model (its shape config)
   loss       mask_min/mask_max (MaskGIT rate r ~ U(min, max)), next_frame_prob (the share of
-             samples that mask one whole frame after an unmasked past), lam_weight, lam_vq_weight,
+             samples that mask one whole frame after an unmasked past), action_dropout (the
+             share of training transitions whose action is replaced by "no action": what the
+             sampler's action guidance, sampling.guidance, contrasts with), lam_weight, lam_vq_weight,
              restart_dead_after (LAM codes, cotrain only)
   data.token_cache  '' (frames, encoded by the frozen tokenizer every step) or a folder written
              by `genie-jax data tokenize` (genie_jax/data/token_cache.py): training batches are
@@ -206,6 +208,10 @@ class DynamicsStage(Stage):
     def _masked_ce(self, params, tokens, actions, rng, train: bool):
         r_mask, r_drop = jax.random.split(rng)
         lc = self.config.loss
+        p_drop = float(lc.get("action_dropout", 0.0)) if train else 0.0
+        if p_drop > 0:  # -1 is "no action" (models/dynamics.shift_actions)
+            dropped = jax.random.bernoulli(jax.random.fold_in(rng, 2), p_drop, actions.shape)
+            actions = jnp.where(dropped, -1, actions)
         # whole-frame samples are a training device: held-out CE keeps the plain MaskGIT masks,
         # so it compares across configs
         mask = random_mask(r_mask, tokens.shape, lc.mask_min, lc.mask_max,

@@ -225,3 +225,23 @@ def test_dynamics_on_a_token_lam_trains_and_samples(tmp_path, lam_mode):
     assert codes.shape == (1, 3) and codes.min() >= 0 and codes.max() < 6
     frames = rollout(wm, clip[:, :2], codes[:, 1:], prompt_actions=codes[:, :1])
     assert frames.shape == (1, 2, 16, 16, 3)
+
+
+def test_action_dropout_teaches_no_action_and_is_off_by_default():
+    """loss.action_dropout=1 replaces every action by "no action": the loss no longer depends on
+    the actions; at 0 (the configs' default) it does."""
+    cfg = _cfg("dynamics", "size=test,lam_mode=cotrain")
+    assert cfg.loss.action_dropout == 0.0
+    stage = get_stage(cfg)
+    batch = {"frames": jnp.asarray(frames_batch(2, 4, 16))}
+    params = nn.unbox(jax.jit(stage.init)(jax.random.PRNGKey(0), batch))["params"]
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 4, stage.model.tokens_per_frame), 0,
+                                stage.model.num_codes)
+    acts_a, acts_b = jnp.array([[0, 1, 2], [3, 4, 5]]), jnp.array([[5, 4, 3], [2, 1, 0]])
+
+    def ce(p_drop, actions):
+        cfg.loss.action_dropout = p_drop
+        return float(get_stage(cfg)._masked_ce(params, tokens, actions, jax.random.PRNGKey(2),
+                                               train=True)[0])
+    assert ce(0.0, acts_a) != ce(0.0, acts_b)
+    assert ce(1.0, acts_a) == ce(1.0, acts_b) == ce(0.0, jnp.full((2, 3), -1))
