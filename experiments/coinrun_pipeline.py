@@ -5,7 +5,8 @@ held-out evaluation -> rollout GIF.
   python experiments/coinrun_pipeline.py --budget=quality   # the CoinRun quality run
   python experiments/coinrun_pipeline.py --budget=frontier  # the best 2-hour CPU world measured
       # (~100 min): the quick data and tokenizer, the quality LAM (the quick one, longer),
-      # the quality dynamics, and a second eval decoded by one MBR pass (ROOT/eval_mbr)
+      # the quality dynamics, and a second eval decoded by 8 sampled MaskGIT steps without
+      # action guidance (ROOT/eval_sampled; the first is the config's guided MBR pass)
 
 Each stage is one `genie-jax` command (printed before it runs, so any stage can be rerun by
 hand). Rerunning the pipeline resumes: data generation skips finished blocks and training resumes
@@ -27,8 +28,8 @@ from absl import app, flags
 # Per budget: dataset size and split, and the held-out evaluation. Stage lengths are the configs'
 # `budget` knob (experiments/configs/*_coinrun.py; the table is COINRUN_BUDGET in base.py).
 # A budget may share another budget's dataset folder (`data`), give a stage another config
-# budget (`stages`), and add an eval decoded by one minimum-Bayes-risk pass beside the sampled
-# one (`mbr_eval`).
+# budget (`stages`), and add an eval decoded by 8 sampled MaskGIT steps, unguided (the decoding
+# before 2026-11-28), beside the config's one guided minimum-Bayes-risk pass (`sampled_eval`).
 # quick: 400 episodes (under a minute to generate). At the same steps the tokenizer's held-out
 # PSNR is 0.5 dB higher than on 100 (experiments/RESULTS.md, "400 episodes"). Splits go by a
 # hash of each episode, so the 100-episode set's val and test episodes stay held out, and the
@@ -43,7 +44,7 @@ BUDGETS = {
     # (measured when the quick set had 100 episodes)
     "frontier": dict(_QUICK, data="quick",  # the quickstart's dataset: its folder is reused
                      stages=dict(tokenizer="quick", lam="quality", dynamics="quality"),
-                     mbr_eval=True),
+                     sampled_eval=True),
 }
 
 _BUDGET = flags.DEFINE_enum("budget", "quick", list(BUDGETS), "stage lengths and data size")
@@ -123,9 +124,9 @@ def stage_commands(budget: str, data: str, root: str, mode: str = "frozen",
     cmds.append(("dynamics", ["train", f"--config={cfg}/dynamics_coinrun.py:{knobs['dynamics']},"
                               f"tokenizer={tok},lam={lam},lam_mode={mode}", f"--workdir={dyn}"]))
     cmds.append(("eval", ["eval", f"--workdir={dyn}", f"--out={root}/eval", *eval_flags]))
-    if b.get("mbr_eval"):
-        cmds.append(("eval_mbr", ["eval", f"--workdir={dyn}", f"--out={root}/eval_mbr",
-                                  *eval_flags, "--pick=mbr", "--steps=1"]))
+    if b.get("sampled_eval"):
+        cmds.append(("eval_sampled", ["eval", f"--workdir={dyn}", f"--out={root}/eval_sampled",
+                                      *eval_flags, "--pick=sample", "--steps=8", "--guidance=1"]))
     cmds.append(("sample", ["sample", f"--workdir={dyn}", f"--out={root}/rollout.gif",
                             "--from_clip=0", "--split=test"]))
     return cmds

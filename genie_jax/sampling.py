@@ -34,7 +34,8 @@ MaskGIT decoding (genie_jax/models/maskgit.py): every token of the new frame sta
 
 Action guidance (`guidance=w`, as classifier-free guidance): each MaskGIT step runs frame t twice,
 with its action and with "no action" (the same cached past), and samples from u + w (c - u) in
-log-probabilities. A dynamics learns "no action" past frame 0 from `loss.action_dropout`.
+log-probabilities. The CoinRun configs decode by one such pass picking tokens by minimum Bayes
+risk (`pick='mbr'`, steps 1, guidance 3).
 """
 from __future__ import annotations
 
@@ -77,8 +78,9 @@ class WorldModel:
         guidance: action guidance w (default: the run's sampling.guidance, else 1, none). Each
         MaskGIT step's logits become u + w (c - u), c with the frame's action and u with "no
         action" (log-probabilities; the past keeps its actions): w > 1 strengthens what the
-        action changes. Costs a second pass per MaskGIT step; meant for a dynamics trained with
-        loss.action_dropout > 0, which is what teaches it "no action" past frame 0.
+        action changes. Costs a second pass per MaskGIT step. "No action" is what frame 0 is
+        trained with; loss.action_dropout also trains it later in the window (on the
+        quickstart world that gained nothing measurable: experiments/RESULTS.md).
         unroll: MaskGIT steps per loop iteration in the compiled step (default 1; the same
         outputs, a longer compile, fewer loop trips).
         cast_params: store the dynamics' floating params once in its compute dtype (a bf16

@@ -44,12 +44,12 @@ def test_the_frontier_budget_runs_the_measured_chain():
     assert out.returncode == 0, out.stderr[-2000:]
     plans = {b: dict(cmds) for b, cmds in json.loads(out.stdout).items()}
     front, quick = plans["frontier"], plans["quick"]
-    assert list(front) == ["data", "tokenizer", "lam", "dynamics", "eval", "eval_mbr", "sample"]
+    assert list(front) == ["data", "tokenizer", "lam", "dynamics", "eval", "eval_sampled", "sample"]
     assert list(quick) == ["data", "tokenizer", "lam", "dynamics", "eval", "sample"]
     assert front["data"] == quick["data"] and front["tokenizer"] == quick["tokenizer"]
     assert front["lam"][1].endswith("lam_coinrun.py:dir=/d,budget=quality")
     assert front["lam"][-1].startswith("--workdir=")  # the config's change-weighted LAM loss
     assert "budget=quality,tokenizer=/r/tok,lam=/r/lam" in front["dynamics"][1]
-    assert front["eval_mbr"][-2:] == ["--pick=mbr", "--steps=1"]
-    assert front["eval"] == quick["eval"] and "--out=/r/eval_mbr" in front["eval_mbr"]
+    assert front["eval_sampled"][-3:] == ["--pick=sample", "--steps=8", "--guidance=1"]
+    assert front["eval"] == quick["eval"] and "--out=/r/eval_sampled" in front["eval_sampled"]
     assert quick["data"][3] == "--episodes=400"

@@ -162,6 +162,9 @@ def test_coinrun_dynamics_matches_the_stages_it_builds_on():
     # the LAM's loss weights what changed between the frames ("400 episodes" there)
     assert cfgs["lam"].loss.change_weight == 60.0
     assert (dyn.model.action_mode, dyn.loss.next_frame_prob) == ("add", 0.5)
+    # and its decoding: one guided MBR pass ("Action guidance" there); action dropout stays off
+    assert (dyn.sampling.steps, dyn.sampling.pick, dyn.sampling.guidance) == (1, "mbr", 3.0)
+    assert dyn.loss.action_dropout == 0.0
     token = _load("dynamics_coinrun.py").get_config("action_mode=token")
     assert token.model.action_mode == "token"
     assert _load("dynamics.py").get_config("size=tiny").loss.next_frame_prob == 0.0

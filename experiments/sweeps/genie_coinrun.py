@@ -61,8 +61,11 @@ def get_sweep(arg=None):
               "lam.model.num_codes=6,8", "lam.model.input=pixels,tokens"],
         one_at_a_time=True,
         seeds=knobs.seeds,
+        # the MaskGIT steps axis samples at the temperature, unguided (as measured; the
+        # config's own decoding is one guided MBR pass)
         eval_set=["split=test", f"episodes={knobs.episodes}",
-                  f"clips_per_episode={knobs.clips}", "rollout_frames=10"],
+                  f"clips_per_episode={knobs.clips}", "rollout_frames=10", "pick=sample",
+                  "guidance=1"],
         eval_grid=["steps=4,8,25"],
         fit_actions=True,  # the control a player feels: rollouts by CoinRun's own controls
     )

@@ -29,8 +29,8 @@ def define_guidance_flag():
     return flags.DEFINE_float("guidance", None,
                               "action guidance w: each MaskGIT step samples from u + w (c - u), "
                               "c the log-probabilities with the frame's action, u with 'no action' "
-                              "(w > 1: stronger response to the action; a second pass per step; "
-                              "for a dynamics trained with loss.action_dropout > 0). "
+                              "(w > 1: stronger response to the action; a second pass per "
+                              "step). "
                               "Default: the run's sampling.guidance, else 1 (none)")
 
 
