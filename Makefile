@@ -23,7 +23,7 @@ browser:
 	  || echo "make browser: could not install chromium (the browser test will be skipped)"; \
 	else echo "make browser: no apt-get; install chromium and chromedriver to run the browser test"; fi
 
-# The whole pipeline on a small generated CoinRun set: 25-31 minutes on 2 CPU cores.
+# The whole pipeline on a small generated CoinRun set: 25-30 minutes on 2 CPU cores.
 quickstart: $(STAMP)
 	$(PY) experiments/coinrun_pipeline.py --budget=quick
 

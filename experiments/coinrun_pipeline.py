@@ -1,7 +1,7 @@
 """The whole Genie pipeline on CoinRun, from nothing: data -> tokenizer -> LAM -> dynamics ->
 held-out evaluation -> rollout GIF.
 
-  python experiments/coinrun_pipeline.py --budget=quick     # `make quickstart`: 25-31 min, 2 cores
+  python experiments/coinrun_pipeline.py --budget=quick     # `make quickstart`: 25-30 min, 2 cores
   python experiments/coinrun_pipeline.py --budget=quality   # the CoinRun quality run
   python experiments/coinrun_pipeline.py --budget=frontier  # the best 2-hour CPU world measured
       # (~100 min): the quick data and tokenizer, the quality LAM (the quick one, longer),

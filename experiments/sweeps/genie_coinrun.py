@@ -22,7 +22,8 @@ each other row changes one axis from it:
   lam.model.input        pixels | tokens      what the LAM encoder reads: frames, or the frozen
                          tokenizer's codes of them (Genie: pixels 1.91 vs tokens 1.33 delta-PSNR
                          on Platformers); the token LAM is trained after the sweep's tokenizer
-  eval-only: MaskGIT steps 4 | 8 | 25 at evaluation (one `genie-jax eval` each, no retraining)
+  eval-only: MaskGIT steps 4 | 8 | 25 at evaluation, sampled and unguided (one `genie-jax eval`
+    each, no retraining)
 Every latent-action run first gets `genie-jax actions fit` (CoinRun's 6 control classes -> latent
 ids, fitted on the val split), so its evaluation also reports the delta-PSNR of rollouts driven by
 the clips' true controls (eval.true_actions.delta_psnr), comparable with the true_actions row.
