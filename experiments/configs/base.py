@@ -289,7 +289,8 @@ def set_budget(c: ml_collections.ConfigDict, stage: str, budget: str) -> None:
     row = COINRUN_BUDGET[stage]
     c.train.steps = pick(dict(zip(BUDGETS, row["steps"])), "budget", budget)
     c.train.log_every = row["log_every"]
-    c.train.eval_every = c.checkpoint.every = -(-c.train.steps // row["evals"])  # ceil: `evals` in all
+    # rounded up, so that a run evaluates and checkpoints exactly `evals` times
+    c.train.eval_every = c.checkpoint.every = -(-c.train.steps // row["evals"])
 
 
 def use_coinrun_data(c: ml_collections.ConfigDict, directory: str) -> None:

@@ -3,7 +3,8 @@
   genie-jax sample --workdir=runs/dyn --out=rollout.gif --actions=RIGHT,RIGHT,UP [--prompt_frames=1]
   genie-jax sample --workdir=runs/dyn --out=rollout.gif --actions=0,3,1,1,2   (raw latent ids)
   genie-jax sample --workdir=runs/dyn --out=clip.mp4 --from_clip=3 [--frames=15]
-      [--steps=S --temperature=X --pick=sample|mbr --guidance=W --seed=N --split=test --fps=8 --scale=4]
+      [--steps=S --temperature=X --pick=sample|mbr --guidance=W --seed=N --split=test --fps=8
+       --scale=4]
 """
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ Config sections:
              ablation; model.num_actions = the dataset's action count), + model (its shape config)
   loss       mask_min/mask_max (MaskGIT rate r ~ U(min, max)), next_frame_prob (the share of
              samples that mask one whole frame after an unmasked past), action_dropout (the
-             share of training transitions whose action is replaced by "no action": what the
-             sampler's action guidance, sampling.guidance, contrasts with), lam_weight, lam_vq_weight,
+             share of training transitions whose action is replaced by "no action", the
+             contrast of the sampler's action guidance, sampling.guidance), lam_weight,
+             lam_vq_weight,
              restart_dead_after (LAM codes, cotrain only)
   data.token_cache  '' (frames, encoded by the frozen tokenizer every step) or a folder written
              by `genie-jax data tokenize` (genie_jax/data/token_cache.py): training batches are
