@@ -33,9 +33,9 @@ MaskGIT decoding (genie_jax/models/maskgit.py): every token of the new frame sta
 `steps` steps unmask it by confidence. Reproducible: the rng lives in the state.
 
 Action guidance (`guidance=w`, as classifier-free guidance): each MaskGIT step runs frame t twice,
-with its action and with "no action" (the same cached past), and samples from u + w (c - u) in
-log-probabilities. The CoinRun configs decode by one such pass picking tokens by minimum Bayes
-risk (`pick='mbr'`, steps 1, guidance 3).
+with its action and with "no action" (the same cached past, one batch of 2B), and samples from
+u + w (c - u) in log-probabilities. The CoinRun configs decode by one such pass picking tokens by
+minimum Bayes risk (`pick='mbr'`, steps 1, guidance 3).
 """
 from __future__ import annotations
 
@@ -187,15 +187,19 @@ class WorldModel:
                                      prev_tokens_BN=prev_BN)
         return logits[:, 0]
 
-    def _guided(self, logits_fn, actions_BA, t):
-        """logits_fn(frame, actions) -> frame -> the guided log-probabilities (__init__)."""
+    def _guided(self, logits_fa, actions_BA, t):
+        """The guided log-probabilities of frame t (__init__), as frame -> [B,N,V].
+        logits_fa(frame_XN, actions_XA) must take a batch of 2B: the B frames with their actions
+        and the same B with "no action" run as one pass (one launch per layer, not two)."""
         B, w = actions_BA.shape[0], self.guidance
         no_action_BA = jax.lax.dynamic_update_slice(  # transition t-1 -> t: "no action"
             actions_BA, jnp.full((B, 1), -1, jnp.int32), (0, t - 1))
+        actions_XA = jnp.concatenate([actions_BA, no_action_BA])
 
         def guided(frame_BN):
-            cond = jax.nn.log_softmax(logits_fn(frame_BN, actions_BA), axis=-1)
-            uncond = jax.nn.log_softmax(logits_fn(frame_BN, no_action_BA), axis=-1)
+            logp_XNV = jax.nn.log_softmax(
+                logits_fa(jnp.concatenate([frame_BN, frame_BN]), actions_XA), axis=-1)
+            cond, uncond = logp_XNV[:B], logp_XNV[B:]
             return uncond + w * (cond - uncond)
         return guided
 
@@ -273,12 +277,18 @@ class WorldModel:
                 state["kv"])
         elif self.kv_cache:
             kv_cache = self._kv_cache(params, tokens, actions)
+        guided = self.guidance != 1.0
+        # Guidance runs each MaskGIT step on a batch of 2B, so what is shared is doubled once here.
+        twice = (lambda tree: jax.tree.map(lambda a: jnp.concatenate([a, a]), tree)) if guided \
+            else (lambda tree: tree)
         if self.rolling or self.kv_cache:
-            logits_fa = lambda f, a: self._frame_logits(params, kv_cache, f, a, t,  # noqa: E731
-                                                        prev_BN)
+            kv_X, prev_XN = twice(kv_cache), twice(prev_BN)
+            logits_fa = lambda f, a: self._frame_logits(params, kv_X, f, a, t,  # noqa: E731
+                                                        prev_XN)
         else:  # reference path: the whole buffer at every MaskGIT step
-            logits_fa = lambda f, a: self._full_logits(params, tokens, f, a, t)  # noqa: E731
-        if self.guidance != 1.0:
+            tokens_X = twice(tokens)
+            logits_fa = lambda f, a: self._full_logits(params, tokens_X, f, a, t)  # noqa: E731
+        if guided:
             logits_fn = self._guided(logits_fa, actions, t)
         else:
             logits_fn = lambda f: logits_fa(f, actions)  # noqa: E731

@@ -291,13 +291,18 @@ def test_action_guidance_combines_the_two_passes_and_is_checked(wm_dir):
     actions = jnp.array([[1, 2, 3], [4, 5, 0]])
     seen = []
 
-    def logits_fa(frame_BN, a):  # a stub pass: "no action" at transition t-1 -> t picks uncond
-        seen.append(a)
-        return jnp.where((a[:, t - 1] < 0)[:, None, None], uncond, cond)
-    got = wm._guided(logits_fa, actions, t)(jnp.zeros((B, N), jnp.int32))
+    def logits_fa(frame_XN, a):  # a stub pass: "no action" at transition t-1 -> t picks uncond
+        seen.append((frame_XN, a))
+        return jnp.where((a[:, t - 1] < 0)[:, None, None], jnp.tile(uncond, (2, 1, 1)),
+                         jnp.tile(cond, (2, 1, 1)))
+    frame_BN = jnp.arange(B * N, dtype=jnp.int32).reshape(B, N)
+    got = wm._guided(logits_fa, actions, t)(frame_BN)
     lc, lu = jax.nn.log_softmax(cond), jax.nn.log_softmax(uncond)
     np.testing.assert_allclose(got, lu + 3.0 * (lc - lu), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(seen[1], [[1, -1, 3], [4, -1, 0]])  # only this frame's action
+    (frame_XN, a), = seen  # one pass of 2B: the frame twice, with and without its action
+    np.testing.assert_array_equal(frame_XN, jnp.concatenate([frame_BN, frame_BN]))
+    np.testing.assert_array_equal(a, [[1, 2, 3], [4, 5, 0],
+                                      [1, -1, 3], [4, -1, 0]])  # only this frame's action
     for bad in (-1.0, float("nan")):
         with pytest.raises(UserError, match="guidance"):
             WorldModel.load(wm_dir, guidance=bad)

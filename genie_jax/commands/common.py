@@ -16,22 +16,31 @@ _NPROC = flags.DEFINE_integer("num_processes", None,
 _PID = flags.DEFINE_integer("process_id", None, "this process's index (or env GENIE_PROCESS_ID).")
 
 
-def define_pick_flag():
-    """--pick, shared by the commands that sample a world (eval, play, sample)."""
-    return flags.DEFINE_enum("pick", None, ["sample", "mbr"],
-                             "MaskGIT token pick: sample at the temperature, or mbr (minimum "
-                             "Bayes risk in the tokenizer's code space; deterministic). "
-                             "Default: the run's sampling.pick, else sample")
+class DecodingFlags:
+    """--steps, --temperature, --pick and --guidance: how a world is decoded, defined once for
+    every command that samples one (eval, play, sample). Each is None unless given, so the run's
+    config.sampling decides."""
 
+    def __init__(self):
+        self._flags = dict(
+            steps=flags.DEFINE_integer("steps", None,
+                                       "MaskGIT steps (default: the run's sampling.steps)"),
+            temperature=flags.DEFINE_float("temperature", None,
+                                           "sampling temperature (default: the run's)"),
+            pick=flags.DEFINE_enum("pick", None, ["sample", "mbr"],
+                                   "MaskGIT token pick: sample at the temperature, or mbr "
+                                   "(minimum Bayes risk in the tokenizer's code space; "
+                                   "deterministic). Default: the run's sampling.pick, else sample"),
+            guidance=flags.DEFINE_float("guidance", None,
+                                        "action guidance w: each MaskGIT step picks from "
+                                        "u + w (c - u), c the log-probabilities with the frame's "
+                                        "action, u with 'no action' (w > 1: stronger response to "
+                                        "the action; a second pass per step). Default: the run's "
+                                        "sampling.guidance, else 1 (none)"))
 
-def define_guidance_flag():
-    """--guidance, shared by the commands that sample a world (eval, play, sample)."""
-    return flags.DEFINE_float("guidance", None,
-                              "action guidance w: each MaskGIT step samples from u + w (c - u), "
-                              "c the log-probabilities with the frame's action, u with 'no action' "
-                              "(w > 1: stronger response to the action; a second pass per "
-                              "step). "
-                              "Default: the run's sampling.guidance, else 1 (none)")
+    def values(self) -> dict:
+        """The keyword arguments of load_world_model, EvalSettings and SampleSettings."""
+        return {name: holder.value for name, holder in self._flags.items()}
 
 
 def init_distributed() -> None:

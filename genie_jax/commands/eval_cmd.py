@@ -14,8 +14,7 @@ import os
 
 from absl import flags
 
-from genie_jax.commands.common import (define_guidance_flag, define_pick_flag, quiet_logging,
-                                       run_command)
+from genie_jax.commands.common import DecodingFlags, quiet_logging, run_command
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -27,10 +26,7 @@ _PROMPT = flags.DEFINE_integer("prompt_frames", 1, "real frames given as the pro
 _SEED = flags.DEFINE_integer("seed", 0, "clip starts, random actions and sampling")
 _SPLIT = flags.DEFINE_string("split", "test", "held-out split of the run's data (not train)")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "clips rolled out at once")
-_STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
-_TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
-_PICK = define_pick_flag()
-_GUIDANCE = define_guidance_flag()
+_DECODING = DecodingFlags()
 _DELTA_T = flags.DEFINE_integer("delta_t", 4, "generated frame at which delta-PSNR is reported")
 _CKPT = flags.DEFINE_integer("checkpoint_step", None, "checkpoint step (default: newest)")
 
@@ -44,9 +40,8 @@ def main(argv):
     settings = EvalSettings(episodes=_EPISODES.value, clips_per_episode=_CLIPS.value,
                             rollout_frames=_ROLLOUT.value,
                             prompt_frames=_PROMPT.value, seed=_SEED.value, split=_SPLIT.value,
-                            batch_size=_BATCH.value, delta_t=_DELTA_T.value, steps=_STEPS.value,
-                            temperature=_TEMP.value, step=_CKPT.value, pick=_PICK.value,
-                            guidance=_GUIDANCE.value)
+                            batch_size=_BATCH.value, delta_t=_DELTA_T.value, step=_CKPT.value,
+                            **_DECODING.values())
     results, artifacts = evaluate(_WORKDIR.value, settings, log=lambda m: print(m, flush=True))
     out = _OUT.value or os.path.join(_WORKDIR.value, "eval")
     paths = write_outputs(out, results, artifacts)

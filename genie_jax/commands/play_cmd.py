@@ -13,8 +13,7 @@ import time
 
 from absl import flags
 
-from genie_jax.commands.common import (define_guidance_flag, define_pick_flag, quiet_logging,
-                                       run_command)
+from genie_jax.commands.common import DecodingFlags, quiet_logging, run_command
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -27,10 +26,7 @@ _PROMPT = flags.DEFINE_string("prompt", "random",
 _SPLIT = flags.DEFINE_string("split", "test", "held-out split random prompts come from "
                              "(default: 'test', or 'val' where 'test' has no usable episode)")
 _PROMPT_FRAMES = flags.DEFINE_integer("prompt_frames", 1, "frames in a held-out prompt clip")
-_STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
-_TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
-_PICK = define_pick_flag()
-_GUIDANCE = define_guidance_flag()
+_DECODING = DecodingFlags()
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the prompts and sampling of every session")
 _IDLE = flags.DEFINE_float("idle_timeout", 600.0, "seconds before an idle tab's session is dropped")
 _MAX_SESSIONS = flags.DEFINE_integer("max_sessions", 8, "tabs served at once")
@@ -82,8 +78,7 @@ def main(argv):
 
     workdir, prompt = _WORKDIR.value, _PROMPT.value.strip()
     t0 = time.perf_counter()
-    wm = load_world_model(workdir, steps=_STEPS.value, temperature=_TEMP.value, step=_CKPT.value,
-                          pick=_PICK.value, guidance=_GUIDANCE.value)
+    wm = load_world_model(workdir, step=_CKPT.value, **_DECODING.values())
     action_map = load_action_map(workdir, int(wm.dynamics.num_actions))
     engine = PlayEngine(wm, action_map, _PROMPT_FRAMES.value)
     settings = PlaySettings(idle_timeout=_IDLE.value, max_sessions=_MAX_SESSIONS.value,

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from genie_jax.commands.common import (define_guidance_flag, define_pick_flag, quiet_logging,
-                                       run_command)
+from genie_jax.commands.common import DecodingFlags, quiet_logging, run_command
 from genie_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a dynamics run folder")
@@ -25,10 +24,7 @@ _PROMPT = flags.DEFINE_integer("prompt_frames", 1, "real frames given as the pro
 _FRAMES = flags.DEFINE_integer("frames", 15, "--from_clip: frames to generate")
 _PROMPT_EP = flags.DEFINE_integer("prompt_episode", 0, "--actions: held-out episode of the prompt")
 _SPLIT = flags.DEFINE_string("split", "test", "held-out split the prompt comes from (not train)")
-_STEPS = flags.DEFINE_integer("steps", None, "MaskGIT steps (default: the run's sampling.steps)")
-_TEMP = flags.DEFINE_float("temperature", None, "sampling temperature (default: the run's)")
-_PICK = define_pick_flag()
-_GUIDANCE = define_guidance_flag()
+_DECODING = DecodingFlags()
 _SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
 _FPS = flags.DEFINE_float("fps", 8.0, "frames per second of the video")
 _SCALE = flags.DEFINE_integer("scale", 0, "nearest-neighbour upscale factor (0: automatic)")
@@ -43,9 +39,9 @@ def main(argv):
     from genie_jax.sample_video import SampleSettings, sample
     s = SampleSettings(out=_OUT.value, actions=_ACTIONS.value, from_clip=_FROM_CLIP.value,
                        prompt_frames=_PROMPT.value, frames=_FRAMES.value,
-                       prompt_episode=_PROMPT_EP.value, split=_SPLIT.value, steps=_STEPS.value,
-                       temperature=_TEMP.value, pick=_PICK.value, guidance=_GUIDANCE.value,
-                       seed=_SEED.value, fps=_FPS.value, scale=_SCALE.value, step=_CKPT.value)
+                       prompt_episode=_PROMPT_EP.value, split=_SPLIT.value, seed=_SEED.value,
+                       fps=_FPS.value, scale=_SCALE.value, step=_CKPT.value,
+                       **_DECODING.values())
     r = sample(_WORKDIR.value, s)
     print(f"wrote {r['path']}: {r['prompt_frames']} prompt + {r['generated']} generated frames "
           f"(x{r['scale']}{', real | generated' if r['side_by_side'] else ''}); "

@@ -62,9 +62,11 @@ def fake_dyn(tmp_path_factory):
 
 def test_eval_and_sample_on_a_run(fake_dyn, tmp_path):
     out = str(tmp_path / "eval")
-    proc = run_cli(["eval", f"--workdir={fake_dyn}", f"--out={out}", *EVAL_FAST])
+    proc = run_cli(["eval", f"--workdir={fake_dyn}", f"--out={out}", *EVAL_FAST,
+                    "--temperature=0.5", "--pick=mbr", "--guidance=2"])
     assert "delta-PSNR@4" in proc.stdout and "eval.json" in proc.stdout
-    _check_eval(out, 3, 5)
+    s = _check_eval(out, 3, 5)["settings"]  # the decoding flags reach the sampler
+    assert (s["temperature"], s["pick"], s["guidance"]) == (0.5, "mbr", 2.0)
     gif = str(tmp_path / "s.gif")
     proc = run_cli(["sample", f"--workdir={fake_dyn}", f"--out={gif}", "--actions=0,3,1,5",
                     "--prompt_frames=2", "--steps=2"])
