@@ -78,9 +78,10 @@ class WorldModel:
         guidance: action guidance w (default: the run's sampling.guidance, else 1, none). Each
         MaskGIT step's logits become u + w (c - u), c with the frame's action and u with "no
         action" (log-probabilities; the past keeps its actions): w > 1 strengthens what the
-        action changes. Costs a second pass per MaskGIT step. "No action" is what frame 0 is
-        trained with; loss.action_dropout also trains it later in the window (on the
-        quickstart world that gained nothing measurable: experiments/RESULTS.md).
+        action changes. Each MaskGIT step's pass runs on a batch of 2B (and holds the cached past
+        twice). "No action" is what frame 0 is trained with; loss.action_dropout also trains it
+        later in the window (on the quickstart world that gained nothing measurable:
+        experiments/RESULTS.md).
         unroll: MaskGIT steps per loop iteration in the compiled step (default 1; the same
         outputs, a longer compile, fewer loop trips).
         cast_params: store the dynamics' floating params once in its compute dtype (a bf16

@@ -240,18 +240,21 @@ def test_unrolled_maskgit_and_bf16_weights_sample_the_same_tokens(tmp_path):
         WorldModel.load(dyn, unroll=0)
 
 
-@pytest.mark.parametrize("temporal_pos", ["learned", "rope"])
-def test_copy_gate_one_frame_passes_equal_the_full_buffer_path(tmp_path, temporal_pos):
+@pytest.mark.parametrize("temporal_pos,guidance", [("learned", 1.0), ("rope", 1.0),
+                                                    ("learned", 2.5), ("rope", 2.5)])
+def test_copy_gate_one_frame_passes_equal_the_full_buffer_path(tmp_path, temporal_pos, guidance):
     # A copy_gate dynamics reads the previous frame in its one-frame passes (sampler._prev):
     # greedy cached (or rolling) steps pick exactly the reference path's tokens across slides.
+    # Guided, the cache and the previous frame are doubled for the batch of 2B (the reference
+    # doubles its token buffer instead).
     tok, lam, dyn = str(tmp_path / "tok"), str(tmp_path / "lam"), str(tmp_path / "dyn")
     save_fake_run(tok, _cfg("tokenizer"))
     save_fake_run(lam, _cfg("lam"))
     cfg = _cfg("dynamics", f"size=test,tokenizer={tok},lam={lam},copy_gate=true,"
                            f"temporal_pos={temporal_pos}")
     save_fake_run(dyn, cfg)
-    fast = WorldModel.load(dyn, temperature=0.0)
-    ref = WorldModel.load(dyn, temperature=0.0, kv_cache=False)
+    fast = WorldModel.load(dyn, temperature=0.0, guidance=guidance)
+    ref = WorldModel.load(dyn, temperature=0.0, kv_cache=False, guidance=guidance)
     assert fast.rolling == (temporal_pos == "rope")
     p = dict(fast.params["dynamics"])  # a gate that varies by patch (random params start flat)
     p["copy_gate_w"] = jax.random.normal(jax.random.PRNGKey(5), p["copy_gate_w"].shape) * 200.0
@@ -259,7 +262,7 @@ def test_copy_gate_one_frame_passes_equal_the_full_buffer_path(tmp_path, tempora
     fast.params = ref.params = {**fast.params, "dynamics": p}
     prompt = jnp.asarray(frames_batch(2, 2, 16, seed=2))
     acts = jnp.array([[1, 2, 3, 4, 5, 0], [5, 4, 3, 2, 1, 0]])
-    off = WorldModel.load(dyn, temperature=0.0)  # the same weights, the gate shut
+    off = WorldModel.load(dyn, temperature=0.0, guidance=guidance)  # the gate shut
     off.params = {**fast.params, "dynamics": {**p, "copy_gate_w": jnp.zeros_like(p["copy_gate_w"]),
                                               "copy_gate_b": jnp.full_like(p["copy_gate_b"], -1e4)}}
     s_f, s_r, s_o = fast.reset(prompt, seed=1), ref.reset(prompt, seed=1), off.reset(prompt, seed=1)

@@ -35,8 +35,8 @@ class DecodingFlags:
                                         "action guidance w: each MaskGIT step picks from "
                                         "u + w (c - u), c the log-probabilities with the frame's "
                                         "action, u with 'no action' (w > 1: stronger response to "
-                                        "the action; a second pass per step). Default: the run's "
-                                        "sampling.guidance, else 1 (none)"))
+                                        "the action; each step's pass runs on twice the batch). "
+                                        "Default: the run's sampling.guidance, else 1 (none)"))
 
     def values(self) -> dict:
         """The keyword arguments of load_world_model, EvalSettings and SampleSettings."""
