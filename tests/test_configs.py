@@ -164,6 +164,8 @@ def test_coinrun_dynamics_matches_the_stages_it_builds_on():
     assert (dyn.model.action_mode, dyn.loss.next_frame_prob) == ("add", 0.5)
     # and its decoding: one guided MBR pass ("Action guidance" there); action dropout stays off
     assert (dyn.sampling.steps, dyn.sampling.pick, dyn.sampling.guidance) == (1, "mbr", 3.0)
+    quality = _load("dynamics_coinrun.py").get_config("budget=quality").sampling
+    assert (quality.steps, quality.pick, quality.guidance) == (1, "mbr", 1.5)  # trained longer
     assert dyn.loss.action_dropout == 0.0
     token = _load("dynamics_coinrun.py").get_config("action_mode=token")
     assert token.model.action_mode == "token"
