@@ -4,9 +4,9 @@ held-out evaluation -> rollout GIF.
   python experiments/coinrun_pipeline.py --budget=quick     # `make quickstart`: 25-30 min, 2 cores
   python experiments/coinrun_pipeline.py --budget=quality   # the CoinRun quality run
   python experiments/coinrun_pipeline.py --budget=frontier  # the best 2-hour CPU world measured
-      # (~100 min): the quick data and tokenizer, the quality LAM (the quick one, longer),
+      # (64-100 min): the quick data and tokenizer, the quality LAM (the quick one, longer),
       # the quality dynamics, and a second eval decoded by 8 sampled MaskGIT steps without
-      # action guidance (ROOT/eval_sampled; the first is the config's guided MBR pass)
+      # action guidance (ROOT/eval_sampled; the first is the config's guided MBR pass, w 1.5)
 
 Each stage is one `genie-jax` command (printed before it runs, so any stage can be rerun by
 hand). Rerunning the pipeline resumes: data generation skips finished blocks and training resumes
@@ -39,9 +39,9 @@ BUDGETS = {
     "smoke": dict(episodes=6, split="0.5,0.25,0.25", eval_episodes=1, clips_per_episode=2),
     "quick": _QUICK,
     "quality": dict(episodes=320, split="0.9,0.05,0.05", eval_episodes=12, clips_per_episode=4),
-    # experiments/RESULTS.md, "The best parts in one chain": 99.7 min on a slow 2-core VM; it
-    # beats the still image at every step to 10 (one MBR pass) and follows the game's controls
-    # (measured when the quick set had 100 episodes)
+    # experiments/RESULTS.md, "Guidance on the frontier world": 64.2 min on a 2-core VM (99.7
+    # on a slow one, "The best parts in one chain"); it beats the still image at every step to
+    # 10 on 90 test clips and follows its actions (delta-PSNR 2.89) and the game's controls
     "frontier": dict(_QUICK, data="quick",  # the quickstart's dataset: its folder is reused
                      stages=dict(tokenizer="quick", lam="quality", dynamics="quality"),
                      sampled_eval=True),
