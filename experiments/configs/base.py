@@ -150,7 +150,10 @@ COINRUN_BUDGET = {
     #                  smoke quick default quality
     "tokenizer": dict(steps=(8, 1250, 3200, 8000), evals=4, log_every=100),  # ~2.5 steps/s
     "lam": dict(steps=(8, 500, 1000, 1500), evals=2, log_every=50),
-    "dynamics": dict(steps=(8, 700, 1200, 2400), evals=4, log_every=50),
+    "dynamics": dict(steps=(8, 700, 1200, 2400), evals=4, log_every=50,
+                     # the decoding's action guidance w: a world trained longer needs less push
+                     # (experiments/RESULTS.md, "Guidance on the frontier world")
+                     guidance=(3.0, 3.0, 3.0, 1.5)),
 }
 
 
@@ -284,10 +287,15 @@ def dynamics_loss(restart_dead_after: int) -> ml_collections.ConfigDict:
                                           restart_dead_after=restart_dead_after))
 
 
+def budget_value(stage: str, key: str, budget: str):
+    """COINRUN_BUDGET[stage][key] (one value per budget) at `budget`."""
+    return pick(dict(zip(BUDGETS, COINRUN_BUDGET[stage][key])), "budget", budget)
+
+
 def set_budget(c: ml_collections.ConfigDict, stage: str, budget: str) -> None:
     """Train length and cadence of `stage` under a COINRUN_BUDGET budget."""
     row = COINRUN_BUDGET[stage]
-    c.train.steps = pick(dict(zip(BUDGETS, row["steps"])), "budget", budget)
+    c.train.steps = budget_value(stage, "steps", budget)
     c.train.log_every = row["log_every"]
     # rounded up, so that a run evaluates and checkpoints exactly `evals` times
     c.train.eval_every = c.checkpoint.every = -(-c.train.steps // row["evals"])

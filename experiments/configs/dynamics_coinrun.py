@@ -68,10 +68,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (the frame's action against "no action"). w 3 on the quickstart world, against 8 sampled
     # steps (test clips, eval seeds 0-2): delta-PSNR(t=4) 1.16 against 0.66 dB, rollout PSNR
     # 15.27 against 13.60, above the still image, in 2.4x less eval time (experiments/RESULTS.md,
-    # "Action guidance"). A world trained longer needs less push: w 1.5 at the quality budget
-    # (the frontier chain's world: "Guidance on the frontier world").
+    # "Action guidance"). A world trained longer needs less push: w per budget is in
+    # base.COINRUN_BUDGET (1.5 at the quality budget: "Guidance on the frontier world").
     c.sampling = ml_collections.ConfigDict(dict(
-        steps=1, pick="mbr", guidance=1.5 if knobs.budget == "quality" else 3.0,
+        steps=1, pick="mbr", guidance=base.budget_value("dynamics", "guidance", knobs.budget),
         temperature=1.0, schedule="cosine",
         max_frames=c.data.get_oneway_ref("num_frames")))
     return c

@@ -11,8 +11,7 @@ Config sections:
              samples that mask one whole frame after an unmasked past), action_dropout (the
              share of training transitions whose action is replaced by "no action", the
              contrast of the sampler's action guidance, sampling.guidance), lam_weight,
-             lam_vq_weight,
-             restart_dead_after (LAM codes, cotrain only)
+             lam_vq_weight, restart_dead_after (LAM codes, cotrain only)
   data.token_cache  '' (frames, encoded by the frozen tokenizer every step) or a folder written
              by `genie-jax data tokenize` (genie_jax/data/token_cache.py): training batches are
              then the cached tokens and actions of the same windows, and no train step runs the
